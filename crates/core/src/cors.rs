@@ -1,0 +1,85 @@
+//! CORS: the preflight answer and the headers added to every response.
+//! The allowed headers are the ones supabase-js sends.
+
+use crate::http::{Headers, Response};
+
+pub const ALLOWED_HEADERS: &str =
+    "authorization, x-client-info, apikey, content-type, x-request-id, prefer, range";
+pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+pub const EXPOSED_HEADERS: &str = "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset";
+
+/// Allowed origins, from a comma-separated env value; empty or `*` means any.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    origins: Option<Vec<String>>,
+}
+
+impl CorsPolicy {
+    pub fn from_env_value(value: Option<&str>) -> Self {
+        let origins = match value.map(str::trim) {
+            None | Some("") | Some("*") => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|s| s.trim().trim_end_matches('/').to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+        };
+        CorsPolicy { origins }
+    }
+
+    /// The value for `Access-Control-Allow-Origin`, or None when the origin
+    /// is not allowed (then no CORS headers are sent and the browser blocks).
+    pub fn allow_origin(&self, request_origin: Option<&str>) -> Option<String> {
+        match &self.origins {
+            None => Some("*".to_string()),
+            Some(list) => {
+                let o = request_origin?.trim_end_matches('/');
+                list.iter().any(|a| a == o).then(|| o.to_string())
+            }
+        }
+    }
+
+    pub fn apply(&self, request_origin: Option<&str>, headers: &mut Headers) {
+        if let Some(origin) = self.allow_origin(request_origin) {
+            if origin != "*" {
+                headers.set("vary", "Origin");
+            }
+            headers.set("access-control-allow-origin", origin);
+            headers.set("access-control-expose-headers", EXPOSED_HEADERS);
+        }
+    }
+
+    pub fn preflight(&self, request_origin: Option<&str>) -> Response {
+        let mut r = Response::new(204);
+        self.apply(request_origin, &mut r.headers);
+        if r.headers.get("access-control-allow-origin").is_some() {
+            r.headers.set("access-control-allow-headers", ALLOWED_HEADERS);
+            r.headers.set("access-control-allow-methods", ALLOWED_METHODS);
+            r.headers.set("access-control-max-age", "86400");
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_allows_any_origin() {
+        let p = CorsPolicy::from_env_value(None);
+        let r = p.preflight(Some("https://app.example"));
+        assert_eq!(r.status, 204);
+        assert_eq!(r.headers.get("access-control-allow-origin"), Some("*"));
+        assert!(r.headers.get("access-control-allow-headers").unwrap().contains("x-client-info"));
+    }
+
+    #[test]
+    fn listed_origins_are_echoed_and_others_refused() {
+        let p = CorsPolicy::from_env_value(Some("https://a.example, https://b.example/"));
+        assert_eq!(p.allow_origin(Some("https://b.example")).as_deref(), Some("https://b.example"));
+        assert_eq!(p.allow_origin(Some("https://evil.example")), None);
+        assert_eq!(p.allow_origin(None), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! One error type for every function, mapping to one HTTP status and one
+//! stable `code` string, rendered in the envelope from DESIGN.md:
+//! `{"success": false, "error": {"code", "message", "details"}, "request_id"}`.
+
+use serde_json::{json, Value};
+
+use crate::http::Response;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    status: u16,
+    code: String,
+    message: String,
+    details: Option<Value>,
+    headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            details: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+    pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
+        Self::new(401, code, message)
+    }
+    pub fn forbidden(code: &str, message: impl Into<String>) -> Self {
+        Self::new(403, code, message)
+    }
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(404, code, message)
+    }
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::new(409, code, message)
+    }
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "payload_too_large",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .with_details(json!({ "limit_bytes": limit }))
+    }
+    pub fn unprocessable(message: impl Into<String>, details: Value) -> Self {
+        Self::new(422, "validation_failed", message).with_details(details)
+    }
+    pub fn method_not_allowed(allowed: &[&str]) -> Self {
+        Self::new(
+            405,
+            "method_not_allowed",
+            format!("method not allowed; use {}", allowed.join(", ")),
+        )
+        .with_header("allow", allowed.join(", "))
+    }
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self::new(
+            429,
+            "rate_limited",
+            format!("too many requests; retry after {retry_after_secs} s"),
+        )
+        .with_header("retry-after", retry_after_secs.to_string())
+    }
+    /// An internal failure. The message shown to the client is generic; the
+    /// cause belongs in the log, never in the response.
+    pub fn internal() -> Self {
+        Self::new(500, "internal", "internal error")
+    }
+    pub fn unavailable(code: &str, message: impl Into<String>) -> Self {
+        Self::new(503, code, message)
+    }
+    pub fn upstream(code: &str, message: impl Into<String>) -> Self {
+        Self::new(502, code, message)
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_ref()
+    }
+
+    pub fn envelope(&self, request_id: &str) -> Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = &self.details {
+            error["details"] = d.clone();
+        }
+        json!({ "success": false, "error": error, "request_id": request_id })
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response {
+        let mut r = Response::json(self.status, &self.envelope(request_id));
+        for (k, v) in self.headers {
+            r.headers.append(&k, v);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_the_documented_shape() {
+        let e = ApiError::not_found("job_not_found", "no such job").with_details(json!({"job_id": "x"}));
+        let v = e.envelope("req-1");
+        assert_eq!(v["success"], false);
+        assert_eq!(v["error"]["code"], "job_not_found");
+        assert_eq!(v["error"]["message"], "no such job");
+        assert_eq!(v["error"]["details"]["job_id"], "x");
+        assert_eq!(v["request_id"], "req-1");
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow_header() {
+        let r = ApiError::method_not_allowed(&["GET", "POST"]).into_response("r");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers.get("allow"), Some("GET, POST"));
+    }
+}

@@ -1,0 +1,248 @@
+//! edgeworks-db: typed access to the database through PostgREST.
+//!
+//! Requests are built with postgrest-rs (its query builder speaks PostgREST's
+//! filter syntax) and sent through the one HTTP client the function was
+//! given, so the same code runs on fetch in wasm and over TCP in native
+//! tests. Anything that must be atomic is one SQL function over `/rpc`.
+//! This crate never holds business rules: those live in `edgeworks-core`.
+
+
+use edgeworks_core::http::Headers;
+use edgeworks_core::http_client::{HttpClient, TransportError};
+use edgeworks_core::{ApiError, Method, Request};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Deadline for one PostgREST round trip.
+pub const DB_TIMEOUT_MS: u32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbError {
+    /// PostgREST could not be reached (or did not answer in time).
+    Transport(TransportError),
+    /// PostgREST answered with an error (a SQL exception, RLS, a missing row).
+    Api {
+        status: u16,
+        /// The Postgres SQLSTATE or PostgREST `PGRSTxxx` code.
+        code: Option<String>,
+        message: String,
+        details: Option<String>,
+        hint: Option<String>,
+    },
+    /// The answer did not have the shape we expected.
+    Decode(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Transport(e) => write!(f, "database unreachable: {e}"),
+            DbError::Api {
+                status, code, message, ..
+            } => write!(f, "database error {status} {}: {message}", code.as_deref().unwrap_or("-")),
+            DbError::Decode(m) => write!(f, "unexpected database answer: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl DbError {
+    /// The SQLSTATE / PostgREST code, when PostgREST gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DbError::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            DbError::Api { message, .. } => message,
+            DbError::Decode(m) => m,
+            DbError::Transport(_) => "database unreachable",
+        }
+    }
+}
+
+/// Unexpected database failures become a generic 500 or 503 for the client;
+/// the cause goes to the log by the caller. Callers that expect a specific
+/// SQL error (a refused lease, a limit) match on `DbError::code` first.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        match &e {
+            DbError::Transport(_) => ApiError::unavailable("database_unavailable", "the database is unreachable"),
+            DbError::Api { status: 401 | 403, .. } => ApiError::forbidden("forbidden", "not allowed"),
+            DbError::Api { code: Some(c), .. } if c == "42501" => ApiError::forbidden("forbidden", "not allowed"),
+            _ => ApiError::internal(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PgrstError {
+    code: Option<String>,
+    message: Option<String>,
+    details: Option<String>,
+    hint: Option<String>,
+}
+
+/// A PostgREST endpoint reached as one role (the caller's JWT, or the
+/// service-role key for system work).
+pub struct Db<C: HttpClient> {
+    client: C,
+    rest_url: String,
+    postgrest: postgrest::Postgrest,
+}
+
+impl<C: HttpClient> Db<C> {
+    /// `rest_url` is `{SUPABASE_URL}/rest/v1`; `apikey` is the project key
+    /// the gateway wants; `bearer` is the JWT whose role PostgREST assumes.
+    pub fn new(client: C, rest_url: &str, apikey: &str, bearer: &str) -> Self {
+        let rest_url = rest_url.trim_end_matches('/').to_string();
+        let postgrest = postgrest::Postgrest::new(rest_url.clone())
+            .insert_header("apikey", apikey)
+            .insert_header("authorization", format!("Bearer {bearer}"));
+        Db {
+            client,
+            rest_url,
+            postgrest,
+        }
+    }
+
+    pub fn rest_url(&self) -> &str {
+        &self.rest_url
+    }
+
+    /// A query builder on a table or view (postgrest-rs syntax).
+    pub fn from(&self, table: &str) -> postgrest::Builder {
+        self.postgrest.from(table)
+    }
+
+    /// Calls a SQL function: `POST /rpc/<function>` with named JSON args.
+    pub async fn rpc<T: DeserializeOwned>(&self, function: &str, args: &Value) -> Result<T, DbError> {
+        let builder = self.postgrest.rpc(function, args.to_string());
+        self.execute(builder).await
+    }
+
+    /// Sends a built query and decodes the JSON answer.
+    pub async fn execute<T: DeserializeOwned>(&self, builder: postgrest::Builder) -> Result<T, DbError> {
+        let (status, body) = self.send(builder).await?;
+        decode(status, &body)
+    }
+
+    /// Sends a built query; returns status and raw body (errors decoded).
+    pub async fn send(&self, builder: postgrest::Builder) -> Result<(u16, Vec<u8>), DbError> {
+        let req = to_request(builder)?;
+        let resp = self.client.send(req, DB_TIMEOUT_MS).await.map_err(DbError::Transport)?;
+        if resp.status >= 400 {
+            return Err(api_error(resp.status, &resp.body));
+        }
+        Ok((resp.status, resp.body))
+    }
+}
+
+fn to_request(builder: postgrest::Builder) -> Result<Request, DbError> {
+    let built = builder
+        .build()
+        .build()
+        .map_err(|e| DbError::Decode(format!("could not build query: {e}")))?;
+    let method = Method::parse(built.method().as_str())
+        .ok_or_else(|| DbError::Decode(format!("unsupported method {}", built.method())))?;
+    let mut headers = Headers::new();
+    for (k, v) in built.headers() {
+        if let Ok(v) = v.to_str() {
+            headers.append(k.as_str(), v);
+        }
+    }
+    let body = built
+        .body()
+        .and_then(|b| b.as_bytes())
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    Ok(Request {
+        method,
+        url: built.url().to_string(),
+        headers,
+        body,
+    })
+}
+
+fn api_error(status: u16, body: &[u8]) -> DbError {
+    match serde_json::from_slice::<PgrstError>(body) {
+        Ok(e) => DbError::Api {
+            status,
+            code: e.code,
+            message: e.message.unwrap_or_else(|| format!("HTTP {status}")),
+            details: e.details,
+            hint: e.hint,
+        },
+        Err(_) => DbError::Api {
+            status,
+            code: None,
+            message: format!("HTTP {status}"),
+            details: None,
+            hint: None,
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, DbError> {
+    let body: &[u8] = if body.is_empty() || status == 204 { b"null" } else { body };
+    serde_json::from_slice(body).map_err(|e| DbError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeworks_testkit::{block_on, json_response, FakeServer};
+
+    #[test]
+    fn rpc_posts_named_args_with_both_keys() {
+        let server = FakeServer::start(|_, _| json_response(200, "{\"ok\":true}"));
+        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1/", server.base_url), "anon-key", "user-jwt");
+        let v: Value = block_on(db.rpc("claim_jobs", &serde_json::json!({"p_batch": 5}))).unwrap();
+        assert_eq!(v["ok"], true);
+        let got = &server.requests()[0];
+        assert_eq!(got.method, Method::Post);
+        assert_eq!(got.path(), "/rest/v1/rpc/claim_jobs");
+        assert_eq!(got.headers.get("apikey"), Some("anon-key"));
+        assert_eq!(got.headers.get("authorization"), Some("Bearer user-jwt"));
+        let args: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(args["p_batch"], 5);
+    }
+
+    #[test]
+    fn postgrest_errors_keep_sqlstate_and_message() {
+        let server = FakeServer::start(|_, _| {
+            json_response(400, r#"{"code":"P0001","message":"lease_lost","details":null,"hint":null}"#)
+        });
+        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1", server.base_url), "k", "t");
+        let err = block_on(db.rpc::<Value>("complete_job", &serde_json::json!({}))).unwrap_err();
+        assert_eq!(err.code(), Some("P0001"));
+        assert_eq!(err.message(), "lease_lost");
+        assert_eq!(ApiError::from(err).status(), 500);
+    }
+
+    #[test]
+    fn table_queries_use_postgrest_filter_syntax() {
+        let server = FakeServer::start(|_, _| json_response(200, "[]"));
+        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1", server.base_url), "k", "t");
+        let rows: Vec<Value> = block_on(db.execute(db.from("jobs").select("id,status").eq("status", "pending").limit(3))).unwrap();
+        assert!(rows.is_empty());
+        let got = &server.requests()[0];
+        assert_eq!(got.path(), "/rest/v1/jobs");
+        assert_eq!(got.query_param("status").as_deref(), Some("eq.pending"));
+        assert_eq!(got.headers.get("range"), Some("0-2"));
+    }
+
+    #[test]
+    fn unreachable_database_maps_to_503() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let db = Db::new(edgeworks_testkit::NativeClient, &format!("http://127.0.0.1:{port}/rest/v1"), "k", "t");
+        let err = block_on(db.rpc::<Value>("x", &serde_json::json!({}))).unwrap_err();
+        assert!(matches!(err, DbError::Transport(_)));
+        assert_eq!(ApiError::from(err).status(), 503);
+    }
+}

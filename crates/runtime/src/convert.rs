@@ -1,0 +1,77 @@
+//! JS object <-> core Request/Response.
+
+use edgeworks_core::http::Headers;
+use edgeworks_core::{ApiError, Method, Request, Response};
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::env::Env;
+
+fn field(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+pub fn request_from_js(obj: &JsValue) -> Result<Request, ApiError> {
+    let method_s = field(obj, "method").as_string().unwrap_or_default();
+    let method = Method::parse(&method_s).ok_or_else(|| {
+        ApiError::method_not_allowed(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    })?;
+    let url = field(obj, "url")
+        .as_string()
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "request has no URL"))?;
+    let mut headers = Headers::new();
+    let h = field(obj, "headers");
+    if let Some(arr) = h.dyn_ref::<Array>() {
+        for pair in arr.iter() {
+            let pair = Array::from(&pair);
+            if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                headers.append(&k, v);
+            }
+        }
+    }
+    let b = field(obj, "body");
+    let body = if b.is_undefined() || b.is_null() {
+        Vec::new()
+    } else if let Some(s) = b.as_string() {
+        s.into_bytes()
+    } else {
+        Uint8Array::new(&b).to_vec()
+    };
+    Ok(Request {
+        method,
+        url,
+        headers,
+        body,
+    })
+}
+
+pub fn response_to_js(resp: &Response) -> JsValue {
+    let obj = Object::new();
+    let headers = Array::new();
+    for (k, v) in resp.headers.iter() {
+        let pair = Array::new();
+        pair.push(&JsValue::from_str(k));
+        pair.push(&JsValue::from_str(v));
+        headers.push(&pair);
+    }
+    let body = Uint8Array::from(resp.body.as_slice());
+    let _ = Reflect::set(&obj, &"status".into(), &JsValue::from(resp.status));
+    let _ = Reflect::set(&obj, &"headers".into(), &headers);
+    let _ = Reflect::set(&obj, &"body".into(), &body);
+    obj.into()
+}
+
+pub fn env_from_js(obj: &JsValue) -> Env {
+    let Some(o) = obj.dyn_ref::<Object>() else {
+        return Env::default();
+    };
+    let entries = Object::entries(o);
+    let pairs: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let e = Array::from(&e);
+            Some((e.get(0).as_string()?, e.get(1).as_string()?))
+        })
+        .collect();
+    Env::from_pairs(pairs)
+}

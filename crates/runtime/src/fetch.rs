@@ -1,0 +1,90 @@
+//! The one HTTP client: the host's `fetch`, with an AbortController deadline
+//! that covers the whole exchange (headers and body).
+
+use edgeworks_core::http::Headers;
+use edgeworks_core::http_client::{HttpClient, TransportError};
+use edgeworks_core::{Request, Response};
+use js_sys::{Function, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn js_fetch(input: &web_sys::Request) -> Promise;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(cb: &Function, ms: i32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: &JsValue);
+}
+
+/// Resolves after `ms` milliseconds (for backoff and polling).
+pub async fn sleep_ms(ms: u32) {
+    let p = Promise::new(&mut |resolve, _| {
+        set_timeout(&resolve, ms.min(i32::MAX as u32) as i32);
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchClient;
+
+fn js_error_text(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "fetch failed".to_string())
+}
+
+impl FetchClient {
+    async fn exchange(&self, req: Request, signal: &web_sys::AbortSignal) -> Result<Response, JsValue> {
+        let init = web_sys::RequestInit::new();
+        init.set_method(req.method.as_str());
+        let headers = web_sys::Headers::new()?;
+        for (k, v) in req.headers.iter() {
+            headers.append(k, v)?;
+        }
+        init.set_headers(&headers);
+        if !req.body.is_empty() {
+            init.set_body(&Uint8Array::from(req.body.as_slice()));
+        }
+        init.set_signal(Some(signal));
+        let request = web_sys::Request::new_with_str_and_init(&req.url, &init)?;
+        let resp: web_sys::Response = JsFuture::from(js_fetch(&request)).await?.dyn_into()?;
+        let mut out_headers = Headers::new();
+        if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
+            for entry in iter.flatten() {
+                let pair = js_sys::Array::from(&entry);
+                if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                    out_headers.append(&k, v);
+                }
+            }
+        }
+        let buf = JsFuture::from(resp.array_buffer()?).await?;
+        Ok(Response {
+            status: resp.status(),
+            headers: out_headers,
+            body: Uint8Array::new(&buf).to_vec(),
+        })
+    }
+}
+
+impl HttpClient for FetchClient {
+    async fn send(&self, req: Request, timeout_ms: u32) -> Result<Response, TransportError> {
+        let controller = web_sys::AbortController::new()
+            .map_err(|e| TransportError::Network(js_error_text(&e)))?;
+        let signal = controller.signal();
+        let abort = Closure::once_into_js(move || controller.abort());
+        let timer = set_timeout(abort.unchecked_ref(), timeout_ms.min(i32::MAX as u32) as i32);
+        let result = self.exchange(req, &signal).await;
+        clear_timeout(&timer);
+        result.map_err(|e| {
+            if signal.aborted() {
+                TransportError::Timeout { after_ms: timeout_ms }
+            } else {
+                TransportError::Network(js_error_text(&e))
+            }
+        })
+    }
+}

@@ -1,0 +1,78 @@
+# Pinned tool installation, sourced by scripts/serve, scripts/build and scripts/test.
+# Every install is idempotent: a tool at the pinned version is left alone.
+# Tools live outside the clone so a fresh clone on a warm machine reuses them.
+
+EW_CACHE="${EDGEWORKS_CACHE:-$HOME/.cache/edgeworks}"
+EW_TOOLS="$EW_CACHE/tools"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EW_CACHE/target}"
+export PATH="$EW_TOOLS/bin:$EW_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+POSTRUST_VERSION=3.1.0
+S3S_FS_VERSION=0.14.1
+DENO_NPM_VERSION=2.9.6
+PG_MAJOR=15
+
+ew_log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+ew_die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# The wasm-bindgen CLI must match the wasm-bindgen crate in Cargo.lock exactly.
+ew_wasm_bindgen_version() {
+  local root="${1:-$EW_ROOT}"
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$root/Cargo.lock"
+}
+
+ew_cargo_install() { # name version [extra args...]
+  local name="$1" version="$2"; shift 2
+  local stamp="$EW_TOOLS/.installed-$name-$version"
+  if [ -f "$stamp" ]; then return 0; fi
+  ew_log "installing $name $version (cargo install, once per machine)"
+  mkdir -p "$EW_TOOLS"
+  # --locked first (the crate's own lockfile); some published lockfiles name
+  # versions the registry has since yanked, so fall back to a fresh resolution.
+  cargo install --locked --quiet --root "$EW_TOOLS" "$name" --version "$version" "$@" 2>"$EW_TOOLS/.install-$name.log" \
+    || cargo install --quiet --root "$EW_TOOLS" "$name" --version "$version" "$@" \
+    || ew_die "cargo install $name $version failed"
+  touch "$stamp"
+}
+
+ew_ensure_wasm_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+    ew_log "adding rust target wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown >/dev/null
+  fi
+}
+
+ew_ensure_wasm_bindgen() {
+  local v; v="$(ew_wasm_bindgen_version)"
+  [ -n "$v" ] || ew_die "wasm-bindgen not found in Cargo.lock"
+  ew_cargo_install wasm-bindgen-cli "$v"
+  local got; got="$("$EW_TOOLS/bin/wasm-bindgen" --version | awk '{print $2}')"
+  [ "$got" = "$v" ] || ew_die "wasm-bindgen CLI $got does not match Cargo.lock $v"
+}
+
+ew_ensure_deno() {
+  local stamp="$EW_TOOLS/.installed-deno-$DENO_NPM_VERSION"
+  if [ ! -f "$stamp" ]; then
+    ew_log "installing deno $DENO_NPM_VERSION (npm package)"
+    mkdir -p "$EW_TOOLS"
+    (cd "$EW_TOOLS" && [ -f package.json ] || echo '{"private":true}' > package.json)
+    (cd "$EW_TOOLS" && npm install --no-audit --no-fund --loglevel=error "deno@$DENO_NPM_VERSION" >/dev/null) \
+      || ew_die "npm install deno failed"
+    touch "$stamp"
+  fi
+  export DENO_DIR="${DENO_DIR:-$EW_CACHE/deno}"
+  export DENO_NO_UPDATE_CHECK=1
+}
+
+ew_ensure_postgres() {
+  local bindir="/usr/lib/postgresql/$PG_MAJOR/bin"
+  if [ ! -x "$bindir/initdb" ]; then
+    ew_log "installing postgresql-$PG_MAJOR (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$PG_MAJOR" >/dev/null \
+      || ew_die "could not install postgresql-$PG_MAJOR"
+  fi
+  export PG_BIN="$bindir"
+}
+
+ew_ensure_postrust() { ew_cargo_install postrust-server "$POSTRUST_VERSION"; }
+ew_ensure_s3s() { ew_cargo_install s3s-fs "$S3S_FS_VERSION" --features binary; }

@@ -1,0 +1,53 @@
+"""Writes the gateway's JSON config from the environment scripts/serve prepared."""
+import json
+import os
+import pathlib
+
+root = pathlib.Path(__file__).resolve().parents[2]
+fn_root = root / "supabase" / "functions"
+functions = sorted(
+    d.name for d in fn_root.iterdir()
+    if d.is_dir() and not d.name.startswith("_") and (d / "index.ts").exists()
+)
+
+api = os.environ["EW_API_URL"]
+env = {
+    "SUPABASE_URL": api,
+    "SUPABASE_ANON_KEY": os.environ["EW_ANON_KEY"],
+    "SUPABASE_SERVICE_ROLE_KEY": os.environ["EW_SERVICE_KEY"],
+    "SUPABASE_JWT_SECRET": os.environ["EW_SECRET"],
+    "ENVIRONMENT": "development",
+}
+for line in os.environ.get("EW_S3_ENV", "").splitlines():
+    if "=" in line:
+        k, v = line.split("=", 1)
+        env[k] = v
+# Like `supabase functions serve --env-file supabase/functions/.env`.
+dotenv = fn_root / ".env"
+if dotenv.exists():
+    for line in dotenv.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip().strip('"')
+PASS = ("GEMINI_", "OPENAI_", "ANTHROPIC_", "MISTRAL_", "AI_", "RATE_LIMIT_", "CORS_", "MAX_BODY", "LOG_LEVEL", "EDGEWORKS_FN_", "QUEUE_", "CHAT_")
+for k, v in os.environ.items():
+    if k.startswith(PASS):
+        env[k] = v
+
+schedule_file = root / "supabase" / "schedule.json"
+cron = json.loads(schedule_file.read_text()) if schedule_file.exists() else []
+if os.environ.get("EDGEWORKS_NO_CRON") == "1":
+    cron = []
+
+print(json.dumps({
+    "port": int(api.rsplit(":", 1)[1]),
+    "rest_url": "http://127.0.0.1:" + os.environ.get("EDGEWORKS_REST_PORT", "54330"),
+    "s3_url": os.environ.get("EW_S3_URL") or None,
+    "deno": os.environ["EW_DENO"],
+    "functions_root": str(fn_root),
+    "functions": [{"name": n, "entry": str(fn_root / n / "index.ts")} for n in functions],
+    "function_env": env,
+    "service_role_key": os.environ["EW_SERVICE_KEY"],
+    "cron": cron,
+}))

@@ -1,0 +1,58 @@
+// The one wasm loader. Reads the module's bytes from the function bundle with
+// Deno.readFile (never fetch: the edge runtime does not serve the bundle over
+// HTTP) and instantiates it synchronously through wasm-bindgen's initSync.
+
+/** What `wasm-bindgen --target web --experimental-reset-state-function` emits. */
+export interface WasmGlue {
+  initSync(module: { module: BufferSource | WebAssembly.Module }): unknown;
+  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmResponse>;
+  __wbg_reset_state(): void;
+}
+
+export interface WasmRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: Uint8Array<ArrayBuffer> | null;
+}
+
+export interface WasmResponse {
+  status: number;
+  headers: [string, string][];
+  body: Uint8Array<ArrayBuffer>;
+}
+
+/** A wasm function instance that can be rebuilt after a trap. */
+export class WasmFunction {
+  #glue: WasmGlue;
+  #wasmUrl: URL;
+  #ready: Promise<void> | null = null;
+
+  constructor(glue: WasmGlue, wasmUrl: URL) {
+    this.#glue = glue;
+    this.#wasmUrl = wasmUrl;
+  }
+
+  /** Loads the module once; later calls reuse it. */
+  ready(): Promise<void> {
+    if (!this.#ready) {
+      this.#ready = (async () => {
+        const bytes = await Deno.readFile(this.#wasmUrl);
+        const module = new WebAssembly.Module(bytes);
+        this.#glue.initSync({ module });
+      })();
+      // A failed load must be retried on the next request, not cached.
+      this.#ready.catch(() => (this.#ready = null));
+    }
+    return this.#ready;
+  }
+
+  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmResponse> {
+    return this.#glue.handle(request, env);
+  }
+
+  /** Throws away the trapped instance's state and instantiates afresh. */
+  reset(): void {
+    this.#glue.__wbg_reset_state();
+  }
+}
