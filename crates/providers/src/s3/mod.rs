@@ -1,0 +1,26 @@
+//! Object storage over the S3 protocol, for Supabase Storage, AWS S3, R2,
+//! MinIO and the local s3s-fs alike.
+//!
+//! SigV4 is computed here, in Rust, so a presigned URL costs no round trip;
+//! request building, signing and XML parsing are pure and natively tested
+//! (the signer against AWS's published vectors), and the transport is the
+//! runtime's `HttpClient`. Object keys are always owner-scoped and
+//! validated ([`ObjectKey`]) before they reach a URL.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod request;
+pub mod sigv4;
+pub mod xml;
+
+pub use client::S3Client;
+pub use config::{Endpoint, S3Config, S3ConfigError};
+pub use error::S3Error;
+pub use key::{portable_file_name, KeyRejection, ObjectKey, MAX_KEY_BYTES};
+pub use request::{
+    check_bucket_name, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead,
+    ObjectPrefix, PresignedRequest, PutUrlOptions, UploadedPart, MAX_PART_NUMBER, MIN_PART_BYTES,
+};
+pub use sigv4::{Credentials, SigningTime, MAX_PRESIGN_EXPIRES_SECS};
