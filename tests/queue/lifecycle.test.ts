@@ -1,0 +1,218 @@
+// Cancellation, queue position, stats, cleanup, notifications, argument checks and
+// the trigger that guards the state machine.
+
+import assert from "node:assert/strict";
+import {
+  claim,
+  complete,
+  dbTest,
+  enqueue,
+  fail,
+  jobById,
+  queueName,
+  sqlstate,
+} from "./_lib.ts";
+
+dbTest("cancelling pending, retrying and processing jobs; finished jobs are left as they are", async (sql) => {
+  const queue = queueName("cancel");
+  const pending = await enqueue(sql, queue, "k");
+  const [c1] = await sql`select * from public.cancel_job(${pending.id})`;
+  assert.equal(c1.status, "cancelled");
+  assert.ok(c1.completed_at);
+  assert.deepEqual(await claim(sql, "w", [queue]), []);
+
+  const retrying = await enqueue(sql, queue, "k");
+  await fail(sql, (await claim(sql, "w", [queue]))[0], "x");
+  assert.equal((await jobById(sql, retrying.id)).status, "retrying");
+  const [c2] = await sql`select * from public.cancel_job(${retrying.id})`;
+  assert.equal(c2.status, "cancelled");
+
+  const running = await enqueue(sql, queue, "k");
+  const [held] = await claim(sql, "w", [queue]);
+  assert.equal(held.id, running.id);
+  const [c3] = await sql`select * from public.cancel_job(${running.id})`;
+  assert.equal(c3.status, "cancelled");
+  assert.equal(c3.lease_token, null);
+  // The worker's answer after cancellation is refused.
+  assert.equal(await sqlstate(complete(sql, held)), "EQ409");
+
+  const done = await enqueue(sql, queue, "k");
+  await complete(sql, (await claim(sql, "w", [queue]))[0]);
+  const [c4] = await sql`select * from public.cancel_job(${done.id})`;
+  assert.equal(c4.status, "completed");
+  const [c5] = await sql`select * from public.cancel_job(${pending.id})`;
+  assert.equal(c5.status, "cancelled");
+
+  assert.equal(await sqlstate(sql`select public.cancel_job(${crypto.randomUUID()})`), "EQ404");
+});
+
+dbTest("queue position counts the waiting jobs ahead in claim order", async (sql) => {
+  const queue = queueName("position");
+  const a = await enqueue(sql, queue, "k");
+  const b = await enqueue(sql, queue, "k");
+  const urgent = await enqueue(sql, queue, "k", { priority: 5 });
+  const later = await enqueue(sql, queue, "k", { delayMs: 3_600_000 });
+  await enqueue(sql, queueName("position_other"), "k", { priority: 99 });
+
+  const pos = async (id: string) => (await sql`select public.queue_position(${id}) as p`)[0].p;
+  assert.equal(await pos(urgent.id), 1);
+  assert.equal(await pos(a.id), 2);
+  assert.equal(await pos(b.id), 3);
+  assert.equal(await pos(later.id), 4);
+
+  const [held] = await claim(sql, "w", [queue]);
+  assert.equal(held.id, urgent.id);
+  assert.equal(await pos(urgent.id), 0);
+  assert.equal(await pos(a.id), 1);
+  assert.equal(await pos(b.id), 2);
+
+  await complete(sql, held);
+  assert.equal(await pos(urgent.id), null);
+});
+
+dbTest("queue position uses the claim index, not a scan of finished jobs", async (sql) => {
+  const queue = queueName("position_plan");
+  const job = await enqueue(sql, queue, "k");
+  await sql`set enable_seqscan = off`;
+  try {
+    const plan = await sql.unsafe(`
+      explain select count(*) from public.jobs j
+       where j.queue = '${queue}' and j.status in ('pending', 'retrying')
+         and j.pending_dependencies = 0 and j.priority = 0
+         and (j.run_at, j.seq) < (now(), ${Number(job.seq)})`);
+    const text = plan.map((r) => r["QUERY PLAN"]).join("\n");
+    assert.match(text, /jobs_claim_idx/);
+  } finally {
+    await sql`reset enable_seqscan`;
+  }
+});
+
+dbTest("stats count jobs per status and time completed work", async (sql) => {
+  const queue = queueName("stats");
+  const ids = [];
+  for (let i = 0; i < 6; i++) ids.push((await enqueue(sql, queue, "k", { maxAttempts: 1 })).id);
+  await enqueue(sql, queue, "k", { delayMs: 3_600_000 });
+  const blocker = await enqueue(sql, queue, "k", { delayMs: 3_600_000 });
+  await enqueue(sql, queue, "k", { dependsOn: [blocker.id] });
+
+  const held = await claim(sql, `${queue}-w`, [queue], 5);
+  assert.equal(held.length, 5);
+  await complete(sql, held[0]);
+  await complete(sql, held[1]);
+  await fail(sql, held[2], "x");
+  await sql`select public.cancel_job(${held[3].id})`;
+  // Pin processing times so avg and p95 are exact: 1 s and 3 s.
+  await sql`update public.jobs set started_at = completed_at - interval '1 second' where id = ${held[0].id}`;
+  await sql`update public.jobs set started_at = completed_at - interval '3 seconds' where id = ${held[1].id}`;
+
+  const [{ s }] = await sql`select public.queue_stats(${queue}) as s`;
+  assert.equal(s.queue, queue);
+  assert.equal(s.pending, 4); // 1 due + 2 delayed + 1 blocked
+  assert.equal(s.processing, 1);
+  assert.equal(s.retrying, 0);
+  assert.equal(s.completed, 2);
+  assert.equal(s.failed, 1);
+  assert.equal(s.cancelled, 1);
+  assert.equal(s.blocked, 1);
+  assert.equal(s.delayed, 2);
+  assert.equal(s.completed_in_window, 2);
+  assert.equal(Number(s.avg_processing_ms), 2000);
+  assert.equal(Number(s.p95_processing_ms), 2900);
+  assert.ok(Number(s.oldest_pending_age_ms) >= 0);
+  assert.equal(s.active_workers, 1);
+  assert.equal(s.window_seconds, 3600);
+
+  const [{ e }] = await sql`select public.queue_stats(${queueName("empty")}) as e`;
+  assert.equal(e.pending, 0);
+  assert.equal(e.avg_processing_ms, null);
+  assert.equal(e.oldest_pending_age_ms, null);
+});
+
+dbTest("cleanup removes finished jobs past the retention with their events, keeps the rest", async (sql) => {
+  const queue = queueName("cleanup");
+  const old = await enqueue(sql, queue, "k");
+  await complete(sql, (await claim(sql, "w", [queue]))[0]);
+  const recent = await enqueue(sql, queue, "k");
+  await complete(sql, (await claim(sql, "w", [queue]))[0]);
+  const waiting = await enqueue(sql, queue, "k");
+  // Age one finished job past the retention (and the waiting one, which must stay).
+  await sql`update public.jobs set completed_at = now() - interval '2 days' where id = ${old.id}`;
+  await sql`update public.jobs set created_at = now() - interval '2 days' where id = ${waiting.id}`;
+
+  // Limit 1 per call: loop (bounded) until nothing is left to delete.
+  let deleted = 0;
+  for (let i = 0; i < 1000; i++) {
+    const [{ r }] = await sql`select public.cleanup_jobs(86400, 1) as r`;
+    deleted += r.jobs_deleted;
+    if (r.jobs_deleted < 1) break;
+  }
+  assert.ok(deleted >= 1);
+  const left = await sql`select id from public.jobs where queue = ${queue}`;
+  assert.deepEqual(left.map((r) => r.id).sort(), [recent.id, waiting.id].sort());
+  const [{ n }] = await sql`select count(*)::int as n from public.job_events where job_id = ${old.id}`;
+  assert.equal(n, 0);
+});
+
+dbTest("enqueue notifies listeners on jobs_<queue> when the job is claimable now", async (sql) => {
+  const queue = queueName("notify");
+  const got: string[] = [];
+  const listener = await sql.listen(`jobs_${queue}`, (payload) => got.push(payload));
+  try {
+    await enqueue(sql, queue, "first_kind");
+    await enqueue(sql, queue, "delayed_kind", { delayMs: 60_000 });
+    await enqueue(sql, queue, "second_kind");
+    for (let i = 0; i < 200 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    // Order of arrival is the commit order; the delayed job sent nothing.
+    assert.deepEqual(got, ["first_kind", "second_kind"]);
+  } finally {
+    await listener.unlisten();
+  }
+});
+
+dbTest("bad arguments are refused with 22023 and a message naming them", async (sql) => {
+  const cases: Array<[string, Promise<unknown>]> = [
+    ["p_queue", sql`select public.enqueue_job('Bad Queue!', 'k')`],
+    ["p_kind", sql`select public.enqueue_job('ok_queue', '')`],
+    ["p_delay_ms", sql`select public.enqueue_job('ok_queue', 'k', p_delay_ms => -1)`],
+    ["p_max_attempts", sql`select public.enqueue_job('ok_queue', 'k', p_max_attempts => 0)`],
+    ["p_backoff", sql`select public.enqueue_job('ok_queue', 'k', p_backoff_base_ms => 10, p_backoff_cap_ms => 5)`],
+    ["p_batch", sql`select public.claim_jobs('w', array['ok_queue'], p_batch => 0)`],
+    ["p_queues", sql`select public.claim_jobs('w', array[]::text[])`],
+    ["p_lease_seconds", sql`select public.claim_jobs('w', array['ok_queue'], p_lease_seconds => 0)`],
+    ["p_jobs", sql`select public.enqueue_jobs('{"queue":"q"}'::jsonb)`],
+    ["unknown key", sql`select public.enqueue_jobs('[{"queue":"q","kind":"k","prio":1}]'::jsonb)`],
+    ["p_retention_seconds", sql`select public.cleanup_jobs(-1)`],
+  ];
+  for (const [name, p] of cases) {
+    try {
+      await p;
+      assert.fail(`${name}: accepted`);
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      assert.equal(err.code, "22023", `${name}: ${err.message}`);
+      assert.ok(
+        err.message?.includes(name.startsWith("p_") ? name : name.split(" ")[0]),
+        `${name}: ${err.message}`,
+      );
+    }
+  }
+});
+
+dbTest("the trigger rejects transitions outside the state machine, even from direct SQL", async (sql) => {
+  const queue = queueName("guard");
+  const job = await enqueue(sql, queue, "k");
+  assert.equal(
+    await sqlstate(sql`update public.jobs set status = 'completed' where id = ${job.id}`),
+    "22023",
+  );
+  const [held] = await claim(sql, "w", [queue]);
+  await complete(sql, held);
+  assert.equal(
+    await sqlstate(sql`update public.jobs set status = 'pending' where id = ${job.id}`),
+    "22023",
+  );
+  assert.equal(
+    await sqlstate(sql`insert into public.jobs (queue, kind, status) values (${queue}, 'k', 'completed')`),
+    "22023",
+  );
+});
