@@ -68,7 +68,7 @@ ew_pg_data_dir() {
   fi
 }
 
-ew_psql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$EW_DB_PORT" -U postgres -d postgres "$@"; }
+ew_psql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$EW_DB_PORT" -U postgres -d postgres "$@"; }
 
 ew_pg_start() { # reset(0/1)
   local data sock fresh=0

@@ -6,6 +6,7 @@
 //! tests. Anything that must be atomic is one SQL function over `/rpc`.
 //! This crate never holds business rules: those live in `edgeworks-core`.
 
+pub mod queue;
 
 use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
@@ -121,8 +122,19 @@ impl<C: HttpClient> Db<C> {
     }
 
     /// Calls a SQL function: `POST /rpc/<function>` with named JSON args.
+    ///
+    /// Arguments whose value is JSON null are left out, so the SQL default
+    /// (null for every optional argument of ours) applies: a PostgREST-
+    /// compatible server is not guaranteed to pass an explicit null through
+    /// as SQL NULL (postrust-server passes an empty string).
     pub async fn rpc<T: DeserializeOwned>(&self, function: &str, args: &Value) -> Result<T, DbError> {
-        let builder = self.postgrest.rpc(function, args.to_string());
+        let body = match args {
+            Value::Object(map) => {
+                Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            other => other.clone(),
+        };
+        let builder = self.postgrest.rpc(function, body.to_string());
         self.execute(builder).await
     }
 
@@ -202,7 +214,7 @@ mod tests {
     fn rpc_posts_named_args_with_both_keys() {
         let server = FakeServer::start(|_, _| json_response(200, "{\"ok\":true}"));
         let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1/", server.base_url), "anon-key", "user-jwt");
-        let v: Value = block_on(db.rpc("claim_jobs", &serde_json::json!({"p_batch": 5}))).unwrap();
+        let v: Value = block_on(db.rpc("claim_jobs", &serde_json::json!({"p_batch": 5, "p_kinds": null}))).unwrap();
         assert_eq!(v["ok"], true);
         let got = &server.requests()[0];
         assert_eq!(got.method, Method::Post);
@@ -211,6 +223,7 @@ mod tests {
         assert_eq!(got.headers.get("authorization"), Some("Bearer user-jwt"));
         let args: Value = serde_json::from_slice(&got.body).unwrap();
         assert_eq!(args["p_batch"], 5);
+        assert!(args.get("p_kinds").is_none(), "null args are left to their SQL default");
     }
 
     #[test]

@@ -2,15 +2,32 @@
 //! round trip. 200 when the database answers, 503 with the reason when not.
 
 use edgeworks_core::{ApiError, Method, Request, Response};
+use edgeworks_core::ratelimit::Limit;
 use edgeworks_db::{Db, DbError};
 use edgeworks_runtime::{export_handler, Ctx, Options};
+use edgeworks_service::rate_limit;
 use serde_json::{json, Value};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: Option<&str> = option_env!("EDGEWORKS_GIT_COMMIT");
 const BUILT_AT: Option<&str> = option_env!("EDGEWORKS_BUILD_TIME");
 
-async fn health(_req: Request, ctx: Ctx) -> Result<Response, ApiError> {
+/// Health is public, so it is limited per client IP.
+const LIMIT: Limit = Limit {
+    capacity: 120,
+    refill_per_sec: 2.0,
+};
+
+async fn health(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
+    let decision = rate_limit(&ctx, &req, None, "health", LIMIT, 1).await?;
+    let mut response = check(&ctx).await?;
+    if let Some(d) = decision {
+        d.apply(&mut response.headers);
+    }
+    Ok(response)
+}
+
+async fn check(ctx: &Ctx) -> Result<Response, ApiError> {
     let env = ctx.env();
     let base = env.require("SUPABASE_URL")?;
     let key = env.first_of(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY"]).ok_or_else(|| {
