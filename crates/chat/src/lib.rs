@@ -1,0 +1,55 @@
+//! edgeworks-chat: the chat job queue of seed 000, shared by chat-submit,
+//! chat-process, chat-status and queue-worker.
+//!
+//! It owns the request shapes, the settings, the mapping of the chat SQL
+//! functions' errors to client errors, and the worker loop body (claim,
+//! build the prompt, call the provider, store or retry). Everything is
+//! generic over the HTTP client, so it runs on fetch in the functions and
+//! against local fake servers in native tests. It never touches js-sys.
+
+pub mod settings;
+pub mod submit;
+pub mod worker;
+
+pub use settings::Settings;
+
+/// The queue and job kind chat questions travel on.
+pub const QUEUE: &str = "chat";
+pub const KIND: &str = "chat_completion";
+
+/// Milliseconds until a job at `queue_position` is likely done, from recent
+/// real processing times: the jobs ahead are shared among the live workers
+/// (at least one), then this one runs. With no completed job in the window
+/// yet, `prior_ms` stands in for the average.
+pub fn estimate_duration_ms(queue_position: u32, avg_processing_ms: f64, samples: u32, active_workers: u32, prior_ms: u64) -> u64 {
+    let avg = if samples == 0 || !avg_processing_ms.is_finite() || avg_processing_ms <= 0.0 {
+        prior_ms as f64
+    } else {
+        avg_processing_ms
+    };
+    let workers = active_workers.max(1) as f64;
+    let ahead = queue_position.saturating_sub(1) as f64;
+    (avg * (ahead / workers).ceil() + avg).round().min(u64::MAX as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_is_one_job_when_first_in_line() {
+        assert_eq!(estimate_duration_ms(1, 1200.0, 10, 1, 2000), 1200);
+    }
+
+    #[test]
+    fn jobs_ahead_are_shared_among_workers() {
+        assert_eq!(estimate_duration_ms(5, 1000.0, 10, 2, 2000), 3000);
+        assert_eq!(estimate_duration_ms(5, 1000.0, 10, 1, 2000), 5000);
+    }
+
+    #[test]
+    fn prior_stands_in_without_samples() {
+        assert_eq!(estimate_duration_ms(1, 0.0, 0, 0, 2000), 2000);
+        assert_eq!(estimate_duration_ms(1, 5.0, 0, 0, 2000), 2000);
+    }
+}

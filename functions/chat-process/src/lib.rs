@@ -1,0 +1,80 @@
+//! `chat-process` (POST `{job_id?, batch_size?, worker_id?}`, service role):
+//! claims up to `batch_size` chat jobs (or the one job), answers each with
+//! the configured provider and completes or retries it.
+//! Answers `{jobs_processed, jobs_failed, processing_time_ms, next_job_available, worker_id}`.
+
+use edgeworks_chat::worker::Worker;
+use edgeworks_chat::Settings;
+use edgeworks_core::request_id::uuid_v4;
+use edgeworks_core::timeutil::format_rfc3339_ms;
+use edgeworks_core::validate::{Field, Schema};
+use edgeworks_core::{ApiError, Clock, Method, Request, Response, Rng};
+use edgeworks_providers::chat::ChatProvider;
+use edgeworks_runtime::{export_handler, Ctx, Options};
+use edgeworks_service::{authenticate, service_db};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct Body {
+    job_id: Option<String>,
+    batch_size: Option<u32>,
+    worker_id: Option<String>,
+}
+
+async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
+    let schema = Schema::object()
+        .field("job_id", Field::uuid())
+        .field("batch_size", Field::integer().range(1, 50))
+        .field("worker_id", Field::string().non_blank().max_chars(200));
+    let body: Body = if req.body.iter().all(u8::is_ascii_whitespace) {
+        Body { job_id: None, batch_size: None, worker_id: None }
+    } else {
+        schema.parse(&req.body)?
+    };
+    let caller = authenticate(&ctx, &req).await?;
+    caller.require_service_role()?;
+
+    let env = ctx.env();
+    let settings = Settings::from_lookup(|k| env.get(k).map(str::to_string))?;
+    let provider = ChatProvider::from_lookup(|k| env.get(k).map(str::to_string))
+        .map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
+    let worker_id = body.worker_id.unwrap_or_else(|| {
+        let mut b = [0u8; 16];
+        ctx.rng().fill(&mut b);
+        format!("chat-process-{}", &uuid_v4(b)[..8])
+    });
+    let db = service_db(&ctx)?;
+    let http = ctx.http();
+    let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();
+    let worker = Worker { db: &db, http: &http, provider: &provider, worker_id: &worker_id, settings: &settings, today: &today };
+
+    let started = ctx.elapsed_ms();
+    let report = worker.run_batch(body.batch_size.unwrap_or(5), body.job_id.as_deref()).await?;
+    if body.job_id.is_some() && report.claimed == 0 {
+        return Err(ApiError::conflict(
+            "job_not_claimable",
+            "that job does not exist or is not waiting to run (already running, finished, or not yet due)",
+        ));
+    }
+    for event in &report.events {
+        ctx.log().info("job processed", event.clone());
+    }
+    let next = worker.next_job_available().await.unwrap_or(false);
+    Ok(Response::ok(&json!({
+        "jobs_processed": report.processed,
+        "jobs_failed": report.failed,
+        "processing_time_ms": ctx.elapsed_ms().saturating_sub(started),
+        "next_job_available": next,
+        "worker_id": worker_id,
+        "provider": provider.name(),
+    })))
+}
+
+export_handler!(
+    chat_process,
+    Options {
+        methods: &[Method::Post],
+        ..Options::default()
+    }
+);
