@@ -1,12 +1,15 @@
 // The local API gateway (Kong's role in a Supabase project), on loopback:
 //   /rest/v1/*            -> PostgREST (postrust-server)
-//   /storage/v1/s3/*      -> the local S3 server
+//   /storage/v1/s3/*      -> the local S3 server: the SigV4 signature is verified
+//                            here and the request re-signed for it (s3_proxy.ts)
 //   /auth/v1/.well-known/jwks.json -> the local JWKS (HS256 only: no public keys)
 //   /functions/v1/<name>  -> that function, each running as its own Deno process
 // It logs one line per request (method, path, status, ms) and runs the
 // scheduler that stands in for pg_cron + pg_net.
 //
 // Configured by a JSON file named in EW_GATEWAY_CONFIG (written by scripts/serve).
+
+import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
 
 interface FunctionSpec {
   name: string;
@@ -20,7 +23,7 @@ interface CronSpec {
 interface GatewayConfig {
   port: number;
   rest_url: string;
-  s3_url?: string;
+  s3?: S3ProxyConfig | null;
   deno: string;
   functions_root: string;
   functions: FunctionSpec[];
@@ -32,6 +35,8 @@ interface GatewayConfig {
 const config: GatewayConfig = JSON.parse(await Deno.readTextFile(Deno.env.get("EW_GATEWAY_CONFIG")!));
 const children: Deno.ChildProcess[] = [];
 const routes = new Map<string, string>(); // function name -> base URL
+const S3_PREFIX = "/storage/v1/s3";
+const storage = config.s3 ? s3Proxy(config.s3, S3_PREFIX) : null;
 
 function envelope(status: number, code: string, message: string): Response {
   return Response.json(
@@ -118,9 +123,9 @@ async function route(req: Request, info: Deno.ServeHandlerInfo): Promise<Respons
   if (path.startsWith("/rest/v1/") || path === "/rest/v1") {
     return proxy(req, config.rest_url + path.slice("/rest/v1".length) + url.search, info);
   }
-  if (path.startsWith("/storage/v1/s3")) {
-    if (!config.s3_url) return envelope(404, "storage_disabled", "no local S3 server is configured");
-    return proxy(req, config.s3_url + path.slice("/storage/v1/s3".length) + url.search, info);
+  if (path === S3_PREFIX || path.startsWith(S3_PREFIX + "/")) {
+    if (!storage) return envelope(404, "storage_disabled", "no local S3 server is configured");
+    return storage(req);
   }
   if (path === "/auth/v1/.well-known/jwks.json") {
     return Response.json({ keys: [] });

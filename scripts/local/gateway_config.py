@@ -18,10 +18,10 @@ env = {
     "SUPABASE_JWT_SECRET": os.environ["EW_SECRET"],
     "ENVIRONMENT": "development",
 }
-for line in os.environ.get("EW_S3_ENV", "").splitlines():
-    if "=" in line:
-        k, v = line.split("=", 1)
-        env[k] = v
+s3_env = dict(line.split("=", 1) for line in os.environ.get("EW_S3_ENV", "").splitlines() if "=" in line)
+# Functions reach storage through the gateway's /storage/v1/s3, as on Supabase;
+# only the gateway talks to the S3 server directly.
+env.update({k: v for k, v in s3_env.items() if k != "S3_DIRECT_ENDPOINT"})
 # Like `supabase functions serve --env-file supabase/functions/.env`.
 dotenv = fn_root / ".env"
 if dotenv.exists():
@@ -43,7 +43,13 @@ if os.environ.get("EDGEWORKS_NO_CRON") == "1":
 print(json.dumps({
     "port": int(api.rsplit(":", 1)[1]),
     "rest_url": "http://127.0.0.1:" + os.environ.get("EDGEWORKS_REST_PORT", "54330"),
-    "s3_url": os.environ.get("EW_S3_URL") or None,
+    # The gateway verifies S3 signatures with these keys and re-signs for the upstream.
+    "s3": {
+        "upstream": s3_env["S3_DIRECT_ENDPOINT"],
+        "region": s3_env["S3_REGION"],
+        "access_key_id": s3_env["S3_ACCESS_KEY_ID"],
+        "secret_access_key": s3_env["S3_SECRET_ACCESS_KEY"],
+    } if s3_env.get("S3_DIRECT_ENDPOINT") else None,
     "deno": os.environ["EW_DENO"],
     "functions_root": str(fn_root),
     "functions": [{"name": n, "entry": str(fn_root / n / "index.ts")} for n in functions],

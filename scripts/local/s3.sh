@@ -3,7 +3,8 @@
 #
 #   ew_s3_start <state_dir> <port>      start (or reuse) s3s-fs on 127.0.0.1:<port>
 #   ew_s3_create_buckets <config.toml>  create every [storage.buckets.<name>]
-#   ew_s3_env                           print S3_ENDPOINT=… S3_REGION=… S3_ACCESS_KEY_ID=… S3_SECRET_ACCESS_KEY=…
+#   ew_s3_env <api_url>                 print S3_ENDPOINT=<api_url>/storage/v1/s3 S3_DIRECT_ENDPOINT=…
+#                                       S3_REGION=… S3_ACCESS_KEY_ID=… S3_SECRET_ACCESS_KEY=…
 #   ew_s3_policy_env <config.toml>      print STORAGE_BUCKETS=<json> (bucket limits for the functions)
 #   ew_s3_stop <state_dir>              stop the server this state dir started
 #
@@ -13,9 +14,11 @@
 #
 # s3s-fs takes its keys only as --access-key/--secret-key arguments, so they
 # are visible in `ps` on this machine; they are local-only throwaway keys.
-# It serves path-style requests at the root: S3_ENDPOINT has no path prefix.
-# (A proxy that maps /storage/v1/s3/* onto it would break every signature,
-# because the prefix is part of the signed path; point clients at the port.)
+# It serves path-style requests at the root. Clients use S3_ENDPOINT, the
+# gateway's /storage/v1/s3 (as on Supabase): the prefix and the gateway's
+# host are part of what they sign, so the gateway verifies each signature
+# itself and re-signs the request for s3s-fs (scripts/local/s3_proxy.ts).
+# S3_DIRECT_ENDPOINT is s3s-fs itself, for the gateway and bucket setup.
 
 EW_S3_REGION="${EW_S3_REGION:-us-east-1}"
 EW_S3_SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -124,9 +127,11 @@ ew_s3_stop() { # state_dir
   rm -f "$pidfile"
 }
 
-ew_s3_env() {
+ew_s3_env() { # api_url
   [ -n "${EW_S3_STATE:-}" ] && [ -n "${EW_S3_PORT:-}" ] || { _ew_s3_fail "ew_s3_env: call ew_s3_start first"; return 1; }
-  printf 'S3_ENDPOINT=http://127.0.0.1:%s\n' "$EW_S3_PORT"
+  [ -n "${1:-}" ] || { _ew_s3_fail "usage: ew_s3_env <api_url>"; return 1; }
+  printf 'S3_ENDPOINT=%s/storage/v1/s3\n' "${1%/}"
+  printf 'S3_DIRECT_ENDPOINT=http://127.0.0.1:%s\n' "$EW_S3_PORT"
   printf 'S3_REGION=%s\n' "$EW_S3_REGION"
   printf 'S3_ACCESS_KEY_ID=%s\n' "$EW_S3_ACCESS_KEY_ID"
   printf 'S3_SECRET_ACCESS_KEY=%s\n' "$EW_S3_SECRET_ACCESS_KEY"

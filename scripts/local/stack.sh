@@ -168,9 +168,11 @@ ew_stack_start() { # reset(0/1)
   # then AI/S3/limit settings passed through from this shell.
   local deno_bin; deno_bin="$(command -v deno)"
   EDGEWORKS_REST_PORT="$EW_REST_PORT" EW_API_URL="http://127.0.0.1:$EW_API_PORT" EW_SECRET="$secret" EW_ANON_KEY="$EW_ANON_KEY" \
-  EW_SERVICE_KEY="$EW_SERVICE_KEY" EW_S3_URL="$s3_url" EW_DENO="$deno_bin" \
-  EW_S3_ENV="$( [ -n "$s3_url" ] && ew_s3_env || true)" \
-    python3 scripts/local/gateway_config.py > "$EW_RUN/gateway.json" || return 1
+  EW_SERVICE_KEY="$EW_SERVICE_KEY" EW_DENO="$deno_bin" \
+  EW_S3_ENV="$( [ -n "$s3_url" ] && ew_s3_env "http://127.0.0.1:$EW_API_PORT" || true)" \
+    python3 scripts/local/gateway_config.py > "$EW_RUN/gateway.json.tmp" || return 1
+  # It holds the service-role key, the JWT secret and the S3 secret.
+  chmod 600 "$EW_RUN/gateway.json.tmp" && mv "$EW_RUN/gateway.json.tmp" "$EW_RUN/gateway.json"
 
   ew_spawn gateway "$EW_LOGS/gateway.log" env EW_GATEWAY_CONFIG="$EW_RUN/gateway.json" \
     deno run --quiet --no-prompt --allow-net --allow-read --allow-env --allow-run --allow-sys scripts/local/gateway.ts
@@ -185,7 +187,7 @@ EDGEWORKS_JWT_SECRET=$secret
 EDGEWORKS_DB_URL=postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres
 EDGEWORKS_REST_URL=http://127.0.0.1:$EW_REST_PORT
 ENV
-  if [ -n "$s3_url" ]; then ew_s3_env >> "$EW_STATE/env"; fi
+  if [ -n "$s3_url" ]; then ew_s3_env "http://127.0.0.1:$EW_API_PORT" >> "$EW_STATE/env"; fi
   chmod 600 "$EW_STATE/env"
 }
 
@@ -205,6 +207,7 @@ ew_stack_status() {
       SUPABASE_SERVICE_ROLE_KEY=*) printf '%20s: %s\n' "service_role key" "${line#*=}" ;;
       EDGEWORKS_DEMO_USER_TOKEN=*) printf '%20s: %s\n' "demo user token" "${line#*=}" ;;
       S3_ENDPOINT=*) printf '%20s: %s\n' "S3 endpoint" "${line#*=}" ;;
+      S3_DIRECT_ENDPOINT=*) printf '%20s: %s\n' "S3 server (direct)" "${line#*=}" ;;
       S3_ACCESS_KEY_ID=*) printf '%20s: %s\n' "S3 access key" "${line#*=}" ;;
       S3_SECRET_ACCESS_KEY=*) printf '%20s: %s\n' "S3 secret key" "${line#*=}" ;;
     esac

@@ -1,8 +1,10 @@
 //! The S3 client against a real S3 server: s3s-fs, started here on a free
-//! loopback port over a temporary directory (or the stack's server, when
-//! `S3_ENDPOINT` and keys are in the environment). URLs are presigned by our
-//! signer and used with a plain HTTP client, so the server — not our own
-//! code — decides whether each signature is valid.
+//! loopback port over a temporary directory (or the stack's endpoint, when
+//! `S3_ENDPOINT` and keys are in the environment: the gateway's
+//! `/storage/v1/s3`, which checks each signature and re-signs for its
+//! s3s-fs). URLs are presigned by our signer and used with a plain HTTP
+//! client, so the server — not our own code — decides whether each
+//! signature is valid.
 //!
 //! The binary comes from `scripts/lib/tools.sh` (`ew_ensure_s3s`); when it
 //! is missing these tests fail and say so, rather than skip.
