@@ -197,7 +197,8 @@ fn serve_one(conn: TcpStream, reqs: &Mutex<Vec<Request>>, script: &Script) -> st
     let method = Method::parse(parts.next().unwrap_or("")).unwrap_or(Method::Get);
     let target = parts.next().unwrap_or("/").to_string();
     let headers = read_headers(&mut r)?;
-    let body = read_body(&mut r, &headers, !headers.get("content-length").is_some_and(|v| v != "0") && headers.get("transfer-encoding").is_none())?;
+    let no_body = headers.get("content-length").is_none_or(|v| v == "0") && headers.get("transfer-encoding").is_none();
+    let body = read_body(&mut r, &headers, no_body)?;
     let host = headers.get("host").unwrap_or("127.0.0.1").to_string();
     let req = Request { method, url: format!("http://{host}{target}"), headers, body };
     let index = {
