@@ -13,6 +13,26 @@ pub mod worker;
 
 pub use settings::Settings;
 
+use edgeworks_core::request_id::uuid_v4;
+use edgeworks_core::{ApiError, Rng};
+use edgeworks_providers::chat::ChatProvider;
+
+/// What a chat worker needs from the environment: the settings and the
+/// provider (Gemini with a key, the offline provider without).
+pub fn worker_config(lookup: impl Fn(&str) -> Option<String>) -> Result<(Settings, ChatProvider), ApiError> {
+    let settings = Settings::from_lookup(&lookup)?;
+    let provider =
+        ChatProvider::from_lookup(&lookup).map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
+    Ok((settings, provider))
+}
+
+/// A worker id for callers that did not name one: `<prefix>-<8 hex>`.
+pub fn worker_id(prefix: &str, rng: &mut impl Rng) -> String {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b);
+    format!("{prefix}-{}", &uuid_v4(b)[..8])
+}
+
 /// The queue and job kind chat questions travel on.
 pub const QUEUE: &str = "chat";
 pub const KIND: &str = "chat_completion";

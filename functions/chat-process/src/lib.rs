@@ -4,12 +4,10 @@
 //! Answers `{jobs_processed, jobs_failed, processing_time_ms, next_job_available, worker_id}`.
 
 use edgeworks_chat::worker::Worker;
-use edgeworks_chat::Settings;
-use edgeworks_core::request_id::uuid_v4;
+use edgeworks_chat::{worker_config, worker_id};
 use edgeworks_core::timeutil::format_rfc3339_ms;
 use edgeworks_core::validate::{Field, Schema};
-use edgeworks_core::{ApiError, Clock, Method, Request, Response, Rng};
-use edgeworks_providers::chat::ChatProvider;
+use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_runtime::{export_handler, Ctx, Options};
 use edgeworks_service::{authenticate, service_db};
 use serde::Deserialize;
@@ -36,14 +34,8 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     caller.require_service_role()?;
 
     let env = ctx.env();
-    let settings = Settings::from_lookup(|k| env.get(k).map(str::to_string))?;
-    let provider = ChatProvider::from_lookup(|k| env.get(k).map(str::to_string))
-        .map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
-    let worker_id = body.worker_id.unwrap_or_else(|| {
-        let mut b = [0u8; 16];
-        ctx.rng().fill(&mut b);
-        format!("chat-process-{}", &uuid_v4(b)[..8])
-    });
+    let (settings, provider) = worker_config(|k| env.get(k).map(str::to_string))?;
+    let worker_id = body.worker_id.unwrap_or_else(|| worker_id("chat-process", &mut ctx.rng()));
     let db = service_db(&ctx)?;
     let http = ctx.http();
     let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();

@@ -13,13 +13,11 @@
 //! lost: its lease expires and another worker retries it.
 
 use edgeworks_chat::worker::Worker;
-use edgeworks_chat::{Settings, KIND, QUEUE};
-use edgeworks_core::request_id::uuid_v4;
+use edgeworks_chat::{worker_config, worker_id, KIND, QUEUE};
 use edgeworks_core::timeutil::format_rfc3339_ms;
 use edgeworks_core::validate::{Field, Schema};
-use edgeworks_core::{ApiError, Clock, Method, Request, Response, Rng};
+use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_db::queue::{JobQueue, WorkerStatus};
-use edgeworks_providers::chat::ChatProvider;
 use edgeworks_runtime::{export_handler, sleep_ms, Ctx, Options};
 use edgeworks_service::{authenticate, service_db};
 use serde::Deserialize;
@@ -55,19 +53,13 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     caller.require_service_role()?;
 
     let env = ctx.env();
-    let settings = Settings::from_lookup(|k| env.get(k).map(str::to_string))?;
-    let provider = ChatProvider::from_lookup(|k| env.get(k).map(str::to_string))
-        .map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
+    let (settings, provider) = worker_config(|k| env.get(k).map(str::to_string))?;
     let clamp = env.parse_or("QUEUE_WORKER_MAX_DURATION_MS", DEFAULT_CLAMP_MS);
     let asked = body.max_duration_ms.unwrap_or(SEED_DEFAULT_DURATION_MS);
     let budget_ms = asked.min(clamp);
     let continuous = body.continuous.unwrap_or(false);
     let batch = body.batch_size.unwrap_or(5);
-    let worker_id = body.worker_id.unwrap_or_else(|| {
-        let mut b = [0u8; 16];
-        ctx.rng().fill(&mut b);
-        format!("queue-worker-{}", &uuid_v4(b)[..8])
-    });
+    let worker_id = body.worker_id.unwrap_or_else(|| worker_id("queue-worker", &mut ctx.rng()));
 
     let db = service_db(&ctx)?;
     let http = ctx.http();
