@@ -2,6 +2,7 @@
 // Postgres, same driver (node-postgres), same concurrency, trivial jobs.
 //
 //   node bench/queue/bench.mjs --db-url URL [--jobs 5000] [--concurrency 8] [--batches 1,50]
+//                              [--rounds 3] [--no-rest]
 //
 // Run through `scripts/bench queue`, which installs the pinned packages, makes a
 // throwaway database with the migrations applied, and drops it afterwards.
@@ -13,9 +14,14 @@
 //            (ours: claim_jobs(p_batch => b) then complete_job, or complete_jobs for b > 1;
 //             graphile: run() with that concurrency; for b > 1 its localQueue of size b
 //             and completeJobBatchDelay 0, its own batching)
+// Each figure is the median of --rounds runs, the engines alternating. Besides jobs/s it
+// reports the database CPU per job (postmaster children, from /proc, when the server
+// runs on this host): on a shared machine wall-clock rates swing with the neighbours,
+// CPU per job much less.
 // With SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY set, the same two phases for ours
 // through PostgREST /rpc (the path edge functions use), on the stack's database.
 
+import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 // The pinned packages live outside the clone (scripts/bench installs them into
@@ -96,10 +102,43 @@ async function pool(tasks, c) {
   await Promise.all(Array.from({ length: c }, lane));
 }
 
+// Postgres CPU time: on a shared machine wall-clock rates swing with the neighbours'
+// load; the CPU the database spent per job does not. Readable when the server runs on
+// this host (the postmaster and its children in /proc); otherwise not reported.
+let POSTMASTER = null;
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+function procStat(pid) {
+  try {
+    const raw = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return null;
+  }
+}
+
+/** CPU ms of the postmaster's children: exited ones (reaped) plus live ones. */
+function postgresCpuMs() {
+  if (!POSTMASTER) return null;
+  const pm = procStat(POSTMASTER);
+  if (!pm) return null;
+  // Fields after the comm: index 0 is state; utime/stime 11/12, cutime/cstime 13/14.
+  let ticks = Number(pm[13]) + Number(pm[14]);
+  for (const d of readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(d)) continue;
+    const st = procStat(d);
+    if (st && Number(st[1]) === POSTMASTER) ticks += Number(st[11]) + Number(st[12]);
+  }
+  return ticks * TICK_MS;
+}
+
 async function timed(fn) {
+  const c0 = postgresCpuMs();
   const t0 = process.hrtime.bigint();
   await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c1 = postgresCpuMs();
+  return { secs, cpuMs: c0 === null || c1 === null ? null : c1 - c0 };
 }
 
 // ---------------------------------------------------------------------------
@@ -159,7 +198,7 @@ async function oursDrain(pgPool, queue, batch) {
       client.release();
     }
   }
-  const secs = await timed(() => Promise.all(Array.from({ length: C }, (_, w) => worker(w))));
+  const t = await timed(() => Promise.all(Array.from({ length: C }, (_, w) => worker(w))));
   const { rows } = await pgPool.query(
     "select count(*) filter (where status = 'completed')::int as ok, count(*)::int as all from public.jobs where queue = $1",
     [queue],
@@ -167,7 +206,7 @@ async function oursDrain(pgPool, queue, batch) {
   if (rows[0].ok !== N || rows[0].all !== N || done !== N) {
     throw new Error(`ours: drained ${done}, completed ${rows[0].ok} of ${rows[0].all}, expected ${N}`);
   }
-  return secs;
+  return t;
 }
 
 async function benchOurs(batch) {
@@ -307,67 +346,99 @@ async function benchRest(batch) {
 
 // ---------------------------------------------------------------------------
 
-function rate(secs) {
-  return N / secs;
+const ROUNDS = int(args.rounds ?? "3", "rounds");
+
+function median(xs) {
+  const v = xs.filter((x) => x !== null).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-function pad(s, n, right = false) {
+function summarize(runs) {
+  const out = {};
+  for (const phase of ["enqueue", "drain"]) {
+    out[phase] = {
+      rate: median(runs.map((r) => N / r[phase].secs)),
+      cpuPerJob: median(runs.map((r) => (r[phase].cpuMs === null ? null : r[phase].cpuMs / N))),
+    };
+  }
+  return out;
+}
+
+function pad(s, n, right = true) {
   s = String(s);
   return right ? s.padStart(n) : s.padEnd(n);
+}
+
+function fmt(x, digits = 0) {
+  return x === null || x === undefined ? "-" : x.toFixed(digits);
 }
 
 async function main() {
   const server = new pg.Client({ connectionString: DB_URL });
   await server.connect();
   const { rows } = await server.query(
-    "select current_setting('server_version') as v, to_regproc('public.complete_jobs') is not null as ok",
+    `select current_setting('server_version') as v, pg_backend_pid() as pid,
+            to_regproc('public.complete_jobs') is not null as ok`,
   );
+  const backend = procStat(rows[0].pid); // read while the backend still exists
+  if (backend) POSTMASTER = Number(backend[1]);
   await server.end();
   if (!rows[0].ok) fail("the queue migration is not applied to this database");
-  console.log(`Postgres ${rows[0].v}; ${N} jobs; concurrency ${C}; graphile-worker ${GW_VERSION}; node ${process.version}`);
+
+  console.log(
+    `Postgres ${rows[0].v}; ${N} jobs; concurrency ${C}; median of ${ROUNDS} alternating rounds; ` +
+      `graphile-worker ${GW_VERSION}; node ${process.version}`,
+  );
   const results = [];
   for (const batch of BATCHES) {
-    // Alternate the order so neither engine always runs on a warmer cache.
-    const ours = await benchOurs(batch);
-    const gw = await benchGraphile(batch);
-    const ours2 = await benchOurs(batch);
-    const gw2 = await benchGraphile(batch);
-    // Best of two runs each: the machine is shared, the better run is the less disturbed.
-    const best = (a, b) => ({ enqueue: Math.min(a.enqueue, b.enqueue), drain: Math.min(a.drain, b.drain) });
-    results.push({ batch, ours: best(ours, ours2), gw: best(gw, gw2) });
+    const ours = [];
+    const gw = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      // Alternate so neither engine always runs on the warmer cache or the quieter moment.
+      if (r % 2 === 0) {
+        ours.push(await benchOurs(batch));
+        gw.push(await benchGraphile(batch));
+      } else {
+        gw.push(await benchGraphile(batch));
+        ours.push(await benchOurs(batch));
+      }
+    }
+    results.push({ batch, ours: summarize(ours), gw: summarize(gw) });
     console.log(`  batch ${batch}: done`);
   }
-  let rest = [];
+  const rest = [];
   if (REST_URL && SERVICE_KEY && !SKIP_REST) {
     for (const batch of BATCHES) rest.push({ batch, r: await benchRest(batch) });
   }
 
-  const line = "-".repeat(86);
+  const line = "-".repeat(104);
   console.log(line);
   console.log(
-    `${pad("phase", 20)}${pad("batch", 7, true)}${pad("edgeworks jobs/s", 20, true)}${pad("graphile-worker jobs/s", 25, true)}${pad("ours/graphile", 14, true)}`,
+    pad("phase", 16, false) + pad("batch", 6) + pad("ours jobs/s", 13) + pad("graphile jobs/s", 17) +
+      pad("ours/gw", 9) + pad("ours pg-CPU ms/job", 20) + pad("gw pg-CPU ms/job", 18) + pad("gw/ours", 9),
   );
   console.log(line);
   for (const { batch, ours, gw } of results) {
     for (const phase of ["enqueue", "drain"]) {
-      const label = phase === "enqueue" ? "enqueue" : "claim+complete";
-      const a = rate(ours[phase]);
-      const b = rate(gw[phase]);
+      const a = ours[phase];
+      const b = gw[phase];
       console.log(
-        `${pad(label, 20)}${pad(batch, 7, true)}${pad(a.toFixed(0), 20, true)}${pad(b.toFixed(0), 25, true)}${pad((a / b).toFixed(2), 14, true)}`,
+        pad(phase === "enqueue" ? "enqueue" : "claim+complete", 16, false) + pad(batch, 6) +
+          pad(fmt(a.rate), 13) + pad(fmt(b.rate), 17) + pad(fmt(a.rate / b.rate, 2), 9) +
+          pad(fmt(a.cpuPerJob, 3), 20) + pad(fmt(b.cpuPerJob, 3), 18) +
+          pad(a.cpuPerJob && b.cpuPerJob ? fmt(b.cpuPerJob / a.cpuPerJob, 2) : "-", 9),
       );
     }
   }
   console.log(line);
+  console.log("ours/gw > 1: ours faster. gw/ours (CPU) > 1: ours spends less database CPU per job.");
   if (rest.length) {
-    console.log("edgeworks through PostgREST /rpc (service key):");
+    console.log("edgeworks through PostgREST /rpc (service key), one run:");
     for (const { batch, r } of rest) {
-      console.log(
-        `${pad("enqueue", 20)}${pad(batch, 7, true)}${pad(rate(r.enqueue).toFixed(0), 20, true)}`,
-      );
-      console.log(
-        `${pad("claim+complete", 20)}${pad(batch, 7, true)}${pad(rate(r.drain).toFixed(0), 20, true)}`,
-      );
+      console.log(pad("enqueue", 16, false) + pad(batch, 6) + pad(fmt(N / r.enqueue.secs), 13));
+      console.log(pad("claim+complete", 16, false) + pad(batch, 6) + pad(fmt(N / r.drain.secs), 13));
     }
     console.log(line);
   } else {

@@ -5,7 +5,7 @@
 -- Tables (schema public, RLS on every one):
 --   jobs              one row per job; the row IS the queue entry and its history head
 --   job_dependencies  (job_id, depends_on): job_id may run only after depends_on completed
---   job_events        every status transition (written by a trigger, so none is missed)
+--   job_events        every status transition: who (actor), when, from, to, error, next run_at
 --   workers           worker health: queues served, last heartbeat, jobs done / failed
 --
 -- State machine (the same table lives in crates/core/src/queue.rs; keep them equal):
@@ -17,7 +17,10 @@
 --   processing -> failed       fail_job / lease expiry, no attempts left or not retryable
 --   pending    -> failed       a dependency failed or was cancelled (transitively)
 --   pending | retrying | processing -> cancelled    cancel_job
---   completed, failed, cancelled are terminal. A trigger rejects every other transition.
+--   completed, failed, cancelled are terminal. The functions below log their own
+--   transitions; any other status change (a function in another migration, SQL by hand)
+--   goes through a trigger that rejects illegal transitions and logs the rest, with
+--   edgeworks.job_actor (set it transaction-local with set_config) as the actor.
 --
 -- API (every function atomic; EXECUTE revoked from PUBLIC; callable by service_role
 -- unless noted; named arguments, so PostgREST /rpc takes the same names as JSON keys):
@@ -95,31 +98,38 @@
 -- Tables
 -- -----------------------------------------------------------------------------
 
+-- Column values are checked by the functions that write them (check_job_arguments and
+-- friends) and statuses by the transition trigger, not by CHECK constraints: Postgres
+-- re-parses a table's CHECK expressions for every UPDATE statement, which made them a
+-- seventh of a claim's CPU. The one CHECK left is the invariant lease fencing rests on.
 create table public.jobs (
   id uuid primary key default gen_random_uuid(),
   -- Tie-break after run_at: FIFO within a batch enqueued in one transaction.
   seq bigint generated always as identity,
-  queue text not null check (queue ~ '^[a-z0-9_]{1,56}$'),
-  kind text not null check (kind ~ '^[A-Za-z0-9_.:-]{1,100}$'),
+  -- ^[a-z0-9_]{1,56}$, so that jobs_<queue> is a valid LISTEN channel.
+  queue text not null,
+  -- ^[A-Za-z0-9_.:-]{1,100}$
+  kind text not null,
   payload jsonb not null default '{}'::jsonb,
   priority integer not null default 0,
-  status text not null default 'pending'
-    check (status in ('pending', 'processing', 'completed', 'failed', 'retrying', 'cancelled')),
-  attempts integer not null default 0 check (attempts >= 0),
-  max_attempts integer not null default 5 check (max_attempts between 1 and 1000),
-  backoff_base_ms integer not null default 1000 check (backoff_base_ms >= 0),
-  backoff_cap_ms integer not null default 600000 check (backoff_cap_ms >= backoff_base_ms),
+  -- pending | processing | completed | failed | retrying | cancelled
+  status text not null default 'pending',
+  attempts integer not null default 0,
+  max_attempts integer not null default 5,
+  backoff_base_ms integer not null default 1000,
+  backoff_cap_ms integer not null default 600000,
   -- Earliest time the job may be claimed: enqueue delay, then retry backoff.
   run_at timestamptz not null default now(),
   -- Dependencies not completed yet; claimable only at 0.
-  pending_dependencies integer not null default 0 check (pending_dependencies >= 0),
+  pending_dependencies integer not null default 0,
   worker_id text,
   lease_token uuid,
   lease_expires_at timestamptz,
-  progress smallint not null default 0 check (progress between 0 and 100),
+  -- 0 to 100
+  progress smallint not null default 0,
   result jsonb,
   last_error text,
-  dedup_key text check (dedup_key is null or length(dedup_key) between 1 and 400),
+  dedup_key text,
   owner_id uuid references auth.users (id) on delete cascade,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
@@ -192,10 +202,14 @@ create table public.job_events (
   primary key (job_id, id)
 );
 
+-- Written on every completion: checked by heartbeat_worker / claim_jobs, not by CHECKs
+-- (see public.jobs).
 create table public.workers (
-  id text primary key check (length(id) between 1 and 200),
+  -- 1 to 200 characters
+  id text primary key,
   queues text[] not null default '{}',
-  status text not null default 'active' check (status in ('active', 'idle', 'stopped')),
+  -- active | idle | stopped
+  status text not null default 'active',
   metadata jsonb not null default '{}'::jsonb,
   jobs_done bigint not null default 0,
   jobs_failed bigint not null default 0,
@@ -264,23 +278,23 @@ begin
 end
 $$;
 
--- Records every status change in job_events and rejects any transition outside the state
--- machine, whoever writes (the functions below, or SQL by hand). The actor comes from
--- edgeworks.job_actor, which each function sets for its transaction; a direct SQL change
--- is attributed to the user or database role. Row-level with a WHEN clause: rows whose
--- status did not change (progress, lease renewals) never call it.
+-- Event log and state machine guard for status changes made outside the core queue
+-- functions (other migrations' functions, SQL by hand): rejects any transition outside
+-- the state machine and records the rest. The actor is edgeworks.job_actor when the
+-- caller set it (transaction-local), else the signed-in user or the database role.
+--
+-- The core queue functions below write their events themselves, set-based, in the same
+-- statement as the change (a trigger firing per row costs more than the claim it
+-- records). While one runs, edgeworks.job_events_inline is 'on' and the WHEN clause
+-- skips this trigger; each restores both settings before it returns. Their WHERE
+-- clauses only ever select rows in a status the transition allows.
 create function public.record_job_transition() returns trigger
 language plpgsql set search_path = ''
 as $$
 declare
-  v_actor text := nullif(current_setting('edgeworks.job_actor', true), '');
+  v_actor text;
 begin
-  if tg_op = 'INSERT' then
-    if new.status <> 'pending' then
-      raise exception using errcode = '22023',
-        message = format('a job must be created pending, not %s', new.status);
-    end if;
-  elsif (old.status, new.status) not in (
+  if (old.status, new.status) not in (
       ('pending', 'processing'), ('retrying', 'processing'),
       ('processing', 'completed'), ('processing', 'retrying'), ('processing', 'failed'),
       ('pending', 'failed'),
@@ -288,11 +302,10 @@ begin
     raise exception using errcode = '22023',
       message = format('illegal job transition %s -> %s (job %s)', old.status, new.status, new.id);
   end if;
-  if v_actor is null then
-    v_actor := coalesce('user:' || auth.uid()::text,
-                        'sql:' || coalesce(nullif(current_setting('role', true), 'none'),
-                                           session_user::text));
-  end if;
+  v_actor := coalesce(nullif(current_setting('edgeworks.job_actor', true), ''),
+                      'user:' || auth.uid()::text,
+                      'sql:' || coalesce(nullif(current_setting('role', true), 'none'),
+                                         session_user::text));
   insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
                                  actor, worker_id, error, run_at)
   values (new.id, new.owner_id, new.queue, old.status, new.status, new.attempts, v_actor,
@@ -303,15 +316,43 @@ begin
 end
 $$;
 
+-- Creation: statement-level, so a batch enqueue writes its events in one insert.
+create function public.record_job_creation() returns trigger
+language plpgsql set search_path = ''
+as $$
+declare
+  v_actor text := nullif(current_setting('edgeworks.job_actor', true), '');
+begin
+  if exists (select 1 from new_jobs n where n.status <> 'pending') then
+    raise exception using errcode = '22023', message = 'a job must be created pending';
+  end if;
+  if v_actor is null then
+    v_actor := coalesce('user:' || auth.uid()::text,
+                        'sql:' || coalesce(nullif(current_setting('role', true), 'none'),
+                                           session_user::text));
+  end if;
+  insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                 actor, worker_id, error, run_at)
+  select n.id, n.owner_id, n.queue, null, n.status, n.attempts, v_actor, null, null, n.run_at
+    from new_jobs n
+   order by n.seq;
+  return null;
+end
+$$;
+
 create trigger jobs_record_insert after insert on public.jobs
-  for each row execute function public.record_job_transition();
+  referencing new table as new_jobs
+  for each statement execute function public.record_job_creation();
 create trigger jobs_record_update after update of status on public.jobs
-  for each row when (old.status is distinct from new.status)
+  for each row
+  when (old.status is distinct from new.status
+        and coalesce(current_setting('edgeworks.job_events_inline', true), '') <> 'on')
   execute function public.record_job_transition();
 
 -- A deleted job (cleanup, or its owner deleted from auth.users) takes its history along.
+-- Security definer: an auth.users deletion cascading here may run as another role.
 create function public.forget_job_events() returns trigger
-language plpgsql set search_path = ''
+language plpgsql security definer set search_path = ''
 as $$
 begin
   delete from public.job_events e using deleted_jobs d where e.job_id = d.id;
@@ -331,8 +372,10 @@ as $$
 declare
   v_count integer;
   v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
-  perform set_config('edgeworks.job_actor', 'system:dependency', true);
+  perform set_config('edgeworks.job_actor', 'system:dependency', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
   with recursive dependents (job_id, root) as (
     select d.job_id, d.depends_on
       from public.job_dependencies d
@@ -344,17 +387,28 @@ begin
   ),
   one_root as (
     select distinct on (job_id) job_id, root from dependents order by job_id, root
+  ),
+  failed as (
+    update public.jobs j
+       set status = 'failed',
+           last_error = format('dependency %s failed or was cancelled', r.root),
+           completed_at = now(),
+           updated_at = now()
+      from one_root r
+     where j.id = r.job_id
+       and j.status = 'pending'
+    returning j.*
+  ),
+  logged as (
+    insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                   actor, worker_id, error, run_at)
+    select f.id, f.owner_id, f.queue, 'pending', 'failed', f.attempts, 'system:dependency',
+           f.worker_id, f.last_error, f.run_at
+      from failed f
   )
-  update public.jobs j
-     set status = 'failed',
-         last_error = format('dependency %s failed or was cancelled', r.root),
-         completed_at = now(),
-         updated_at = now()
-    from one_root r
-   where j.id = r.job_id
-     and j.status = 'pending';
-  get diagnostics v_count = row_count;
-  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true);
+  select count(*) into v_count from failed;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
   return v_count;
 end
 $$;
@@ -415,28 +469,13 @@ as $$
                p_base_ms::float8 * power(2::float8, least(greatest(p_attempt, 1) - 1, 62)))::bigint
 $$;
 
-create function public.enqueue_job(
-  p_queue text,
-  p_kind text,
-  p_payload jsonb default '{}'::jsonb,
-  p_priority integer default 0,
-  p_delay_ms integer default 0,
-  p_max_attempts integer default 5,
-  p_dedup_key text default null,
-  p_depends_on uuid[] default null,
-  p_owner uuid default null,
-  p_backoff_base_ms integer default 1000,
-  p_backoff_cap_ms integer default 600000
-) returns public.jobs
-language plpgsql volatile security definer set search_path = ''
+-- The argument checks of enqueue_job, shared with enqueue_jobs' set-based path.
+create function public.check_job_arguments(
+  p_queue text, p_kind text, p_payload jsonb, p_priority integer, p_delay_ms integer,
+  p_max_attempts integer, p_dedup_key text, p_backoff_base_ms integer, p_backoff_cap_ms integer
+) returns void
+language plpgsql immutable set search_path = ''
 as $$
-declare
-  v_job public.jobs;
-  v_deps uuid[];
-  v_found integer := 0;
-  v_unfinished integer := 0;
-  v_broken uuid;
-  v_try integer := 0;
 begin
   if p_queue is null or p_queue !~ '^[a-z0-9_]{1,56}$' then
     raise exception using errcode = '22023', message = 'p_queue must match ^[a-z0-9_]{1,56}$';
@@ -464,7 +503,37 @@ begin
   if p_dedup_key is not null and length(p_dedup_key) not between 1 and 400 then
     raise exception using errcode = '22023', message = 'p_dedup_key must be 1 to 400 characters';
   end if;
+end
+$$;
 
+create function public.enqueue_job(
+  p_queue text,
+  p_kind text,
+  p_payload jsonb default '{}'::jsonb,
+  p_priority integer default 0,
+  p_delay_ms integer default 0,
+  p_max_attempts integer default 5,
+  p_dedup_key text default null,
+  p_depends_on uuid[] default null,
+  p_owner uuid default null,
+  p_backoff_base_ms integer default 1000,
+  p_backoff_cap_ms integer default 600000
+) returns public.jobs
+language plpgsql volatile security definer set search_path = ''
+as $$
+declare
+  v_job public.jobs;
+  v_deps uuid[];
+  v_found integer := 0;
+  v_unfinished integer := 0;
+  v_broken uuid;
+  v_try integer := 0;
+  v_duplicate boolean := false;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+begin
+  perform public.check_job_arguments(p_queue, p_kind, p_payload, p_priority, p_delay_ms,
+                                     p_max_attempts, p_dedup_key, p_backoff_base_ms,
+                                     p_backoff_cap_ms);
   perform set_config('edgeworks.job_actor',
                      coalesce(nullif(current_setting('role', true), 'none'), session_user::text),
                      true);
@@ -508,26 +577,29 @@ begin
      where queue = p_queue and dedup_key = p_dedup_key
        and status in ('pending', 'processing', 'retrying');
     if found then
-      return v_job;
+      v_duplicate := true;
+      exit;
     end if;
     if v_try >= 5 then
       raise exception using errcode = '40001', message = 'enqueue_job: dedup key kept changing hands; retry';
     end if;
   end loop;
 
-  if v_deps is not null then
-    insert into public.job_dependencies (job_id, depends_on)
-    select v_job.id, d from unnest(v_deps) d;
+  if not v_duplicate then
+    if v_deps is not null then
+      insert into public.job_dependencies (job_id, depends_on)
+      select v_job.id, d from unnest(v_deps) d;
+    end if;
     if v_broken is not null then
+      -- Born after its dependency failed: fails at once, like the dependents that existed.
       perform public.fail_dependents(array[v_broken]);
       select * into v_job from public.jobs where id = v_job.id;
-      return v_job;
+    elsif p_delay_ms = 0 and v_unfinished = 0 then
+      perform pg_notify('jobs_' || p_queue, p_kind);
     end if;
   end if;
 
-  if p_delay_ms = 0 and v_unfinished = 0 then
-    perform pg_notify('jobs_' || p_queue, p_kind);
-  end if;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true);
   return v_job;
 end
 $$;
@@ -538,7 +610,12 @@ as $$
 declare
   v_item jsonb;
   v_unknown text;
-  v_index integer := 0;
+  v_index integer;
+  v_simple boolean;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_allowed constant text[] := array['queue', 'kind', 'payload', 'priority', 'delay_ms',
+                                     'max_attempts', 'dedup_key', 'depends_on', 'owner',
+                                     'backoff_base_ms', 'backoff_cap_ms'];
 begin
   if p_jobs is null or jsonb_typeof(p_jobs) <> 'array' then
     raise exception using errcode = '22023', message = 'p_jobs must be a JSON array';
@@ -546,34 +623,83 @@ begin
   if jsonb_array_length(p_jobs) > 1000 then
     raise exception using errcode = '22023', message = 'p_jobs holds more than 1000 jobs';
   end if;
-  for v_item in select value from jsonb_array_elements(p_jobs) loop
-    if jsonb_typeof(v_item) <> 'object' then
-      raise exception using errcode = '22023', message = format('p_jobs[%s] must be an object', v_index);
-    end if;
-    select k into v_unknown from jsonb_object_keys(v_item) k
-     where k not in ('queue', 'kind', 'payload', 'priority', 'delay_ms', 'max_attempts',
-                     'dedup_key', 'depends_on', 'owner', 'backoff_base_ms', 'backoff_cap_ms')
-     limit 1;
-    if v_unknown is not null then
-      raise exception using errcode = '22023',
-        message = format('p_jobs[%s] has unknown key %s', v_index, v_unknown);
-    end if;
-    return next public.enqueue_job(
-      p_queue => v_item ->> 'queue',
-      p_kind => v_item ->> 'kind',
-      p_payload => coalesce(v_item -> 'payload', '{}'::jsonb),
-      p_priority => coalesce((v_item ->> 'priority')::integer, 0),
-      p_delay_ms => coalesce((v_item ->> 'delay_ms')::integer, 0),
-      p_max_attempts => coalesce((v_item ->> 'max_attempts')::integer, 5),
-      p_dedup_key => v_item ->> 'dedup_key',
-      p_depends_on => case when jsonb_typeof(v_item -> 'depends_on') = 'array'
-                           then array(select jsonb_array_elements_text(v_item -> 'depends_on'))::uuid[]
-                      end,
-      p_owner => (v_item ->> 'owner')::uuid,
-      p_backoff_base_ms => coalesce((v_item ->> 'backoff_base_ms')::integer, 1000),
-      p_backoff_cap_ms => coalesce((v_item ->> 'backoff_cap_ms')::integer, 600000));
-    v_index := v_index + 1;
-  end loop;
+  -- Shape first (one pass), then values: each a single statement over the whole batch.
+  select x.ord - 1,
+         case when jsonb_typeof(x.e) <> 'object' then 'must be an object'
+              else 'has unknown key ' || (select min(k) from jsonb_object_keys(x.e) k
+                                           where k <> all (v_allowed)) end
+    into v_index, v_unknown
+    from jsonb_array_elements(p_jobs) with ordinality as x (e, ord)
+   where case when jsonb_typeof(x.e) <> 'object' then true
+              else (x.e - v_allowed) <> '{}'::jsonb end
+   order by x.ord
+   limit 1;
+  if v_unknown is not null then
+    raise exception using errcode = '22023', message = format('p_jobs[%s] %s', v_index, v_unknown);
+  end if;
+  v_simple := not exists (
+    select 1 from jsonb_array_elements(p_jobs) e
+     where e ->> 'dedup_key' is not null
+        or (jsonb_typeof(e -> 'depends_on') = 'array' and jsonb_array_length(e -> 'depends_on') > 0));
+
+  if not v_simple then
+    -- Dedup keys and dependencies need enqueue_job's per-job locking; keep input order.
+    for v_item in select value from jsonb_array_elements(p_jobs) loop
+      return next public.enqueue_job(
+        p_queue => v_item ->> 'queue',
+        p_kind => v_item ->> 'kind',
+        p_payload => coalesce(nullif(v_item -> 'payload', 'null'::jsonb), '{}'::jsonb),
+        p_priority => coalesce((v_item ->> 'priority')::integer, 0),
+        p_delay_ms => coalesce((v_item ->> 'delay_ms')::integer, 0),
+        p_max_attempts => coalesce((v_item ->> 'max_attempts')::integer, 5),
+        p_dedup_key => v_item ->> 'dedup_key',
+        p_depends_on => case when jsonb_typeof(v_item -> 'depends_on') = 'array'
+                             then array(select jsonb_array_elements_text(v_item -> 'depends_on'))::uuid[]
+                        end,
+        p_owner => (v_item ->> 'owner')::uuid,
+        p_backoff_base_ms => coalesce((v_item ->> 'backoff_base_ms')::integer, 1000),
+        p_backoff_cap_ms => coalesce((v_item ->> 'backoff_cap_ms')::integer, 600000));
+    end loop;
+    return;
+  end if;
+
+  -- Plain jobs: check every item's values, then one insert for the whole batch, in input
+  -- order (seq follows it).
+  perform public.check_job_arguments(
+            e ->> 'queue', e ->> 'kind', e -> 'payload',
+            coalesce((e ->> 'priority')::integer, 0),
+            coalesce((e ->> 'delay_ms')::integer, 0),
+            coalesce((e ->> 'max_attempts')::integer, 5), null,
+            coalesce((e ->> 'backoff_base_ms')::integer, 1000),
+            coalesce((e ->> 'backoff_cap_ms')::integer, 600000))
+     from jsonb_array_elements(p_jobs) e;
+  perform set_config('edgeworks.job_actor',
+                     coalesce(nullif(current_setting('role', true), 'none'), session_user::text),
+                     true);
+  return query
+    with ins as (
+      insert into public.jobs (queue, kind, payload, priority, run_at, max_attempts,
+                               backoff_base_ms, backoff_cap_ms, owner_id)
+      select x.e ->> 'queue', x.e ->> 'kind',
+             coalesce(nullif(x.e -> 'payload', 'null'::jsonb), '{}'::jsonb),
+             coalesce((x.e ->> 'priority')::integer, 0),
+             now() + make_interval(secs => coalesce((x.e ->> 'delay_ms')::integer, 0) / 1000.0),
+             coalesce((x.e ->> 'max_attempts')::integer, 5),
+             coalesce((x.e ->> 'backoff_base_ms')::integer, 1000),
+             coalesce((x.e ->> 'backoff_cap_ms')::integer, 600000),
+             (x.e ->> 'owner')::uuid
+        from jsonb_array_elements(p_jobs) with ordinality as x (e, ord)
+       order by x.ord
+      returning *
+    )
+    select * from ins order by ins.seq;
+  -- Identical notifications in one transaction are delivered once anyway; send one per
+  -- (queue, kind) that has a job claimable now.
+  perform pg_notify('jobs_' || n.queue, n.kind)
+     from (select distinct e ->> 'queue' as queue, e ->> 'kind' as kind
+             from jsonb_array_elements(p_jobs) e
+            where coalesce((e ->> 'delay_ms')::integer, 0) = 0) n;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true);
 end
 $$;
 
@@ -587,8 +713,10 @@ declare
   v_queues text[];
   v_queue text;
   v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
-  perform set_config('edgeworks.job_actor', 'system:lease_expiry', true);
+  perform set_config('edgeworks.job_actor', 'system:lease_expiry', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
   -- `id = any(array(...))` rather than a join: the plan stays an index lookup however
   -- the planner guesses the row count (claim_jobs runs this with generic plans).
   with moved as (
@@ -610,7 +738,14 @@ begin
               limit 1000
                 for update skip locked))
     -- worker_id is kept (the last worker to hold the job), so this is the lapsed worker.
-    returning j.id, j.queue, j.status, j.worker_id
+    returning j.*
+  ),
+  logged as (
+    insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                   actor, worker_id, error, run_at)
+    select m.id, m.owner_id, m.queue, 'processing', m.status, m.attempts, 'system:lease_expiry',
+           m.worker_id, m.last_error, m.run_at
+      from moved m
   ),
   -- The worker that let the lease lapse is charged with a failed attempt.
   charged as (
@@ -634,7 +769,8 @@ begin
       perform pg_notify('jobs_' || v_queue, 'requeued');
     end loop;
   end if;
-  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true);
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
   return v_count;
 end
 $$;
@@ -650,11 +786,13 @@ create function public.claim_jobs(
   p_lease_seconds integer default 60
 ) returns setof public.jobs
 language plpgsql volatile security definer
-set search_path = '' set plan_cache_mode = force_generic_plan
+set search_path = '' set plan_cache_mode = force_generic_plan set enable_bitmapscan = off
 rows 10
 as $$
 declare
   v_seen record;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
   if p_worker is null or length(p_worker) not between 1 and 200 then
     raise exception using errcode = '22023', message = 'p_worker must be 1 to 200 characters';
@@ -678,7 +816,7 @@ begin
   end if;
 
   -- Heartbeat, at most once a second per worker: a busy worker claims far more often,
-  -- and rewriting its row on every claim would be most of the claim's cost.
+  -- and rewriting its row on every claim would be a good part of the claim's cost.
   select w.last_heartbeat_at, w.status, w.queues into v_seen
     from public.workers w where w.id = p_worker;
   if not found then
@@ -693,65 +831,94 @@ begin
      where id = p_worker;
   end if;
 
-  perform set_config('edgeworks.job_actor', 'worker', true);
-
+  perform set_config('edgeworks.job_actor', 'worker', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
   if cardinality(p_queues) = 1 then
     -- One queue (the common case): equality lets the claim index return rows already in
     -- claim order, so the scan stops after p_batch unlocked rows.
     return query
-      update public.jobs j
-         set status = 'processing',
-             attempts = j.attempts + 1,
-             worker_id = p_worker,
-             lease_token = gen_random_uuid(),
-             lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-             started_at = now(),
-             updated_at = now(),
-             progress = 0
-       where j.id = any(array(
-               select c.id from public.jobs c
-                where c.queue = p_queues[1]
-                  and c.status in ('pending', 'retrying')
-                  and c.pending_dependencies = 0
-                  and c.run_at <= now()
-                  and (p_kinds is null or c.kind = any(p_kinds))
-                order by c.priority desc, c.run_at, c.seq
-                limit p_batch
-                  for update skip locked))
-      returning j.*;
+      with picked as (
+        select c.id, c.status from public.jobs c
+         where c.queue = p_queues[1]
+           and c.status in ('pending', 'retrying')
+           and c.pending_dependencies = 0
+           and c.run_at <= now()
+           and (p_kinds is null or c.kind = any(p_kinds))
+         order by c.priority desc, c.run_at, c.seq
+         limit p_batch
+           for update skip locked
+      ),
+      claimed as (
+        update public.jobs j
+           set status = 'processing',
+               attempts = j.attempts + 1,
+               worker_id = p_worker,
+               lease_token = gen_random_uuid(),
+               lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+               started_at = now(),
+               updated_at = now(),
+               progress = 0
+         where j.id = any(array(select p.id from picked p))
+        returning j.*
+      ),
+      logged as (
+        insert into public.job_events (job_id, owner_id, queue, from_status, to_status,
+                                       attempt, actor, worker_id, error, run_at)
+        select c.id, c.owner_id, c.queue, p.status, 'processing', c.attempts, 'worker',
+               c.worker_id, null, c.run_at
+          from claimed c join picked p on p.id = c.id
+      )
+      select * from claimed;
   else
     -- Several queues: `queue = any(...)` would sort every waiting row of those queues.
     -- Instead take the head of each queue from the claim index (locking up to p_batch
     -- rows per queue) and keep the best p_batch overall; the surplus stays locked only
     -- until this transaction ends, and other workers skip it meanwhile.
     return query
-      update public.jobs j
-         set status = 'processing',
-             attempts = j.attempts + 1,
-             worker_id = p_worker,
-             lease_token = gen_random_uuid(),
-             lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-             started_at = now(),
-             updated_at = now(),
-             progress = 0
-       where j.id = any(array(
-               select h.id
-                 from unnest(p_queues) as q (name)
-                 cross join lateral (
-                   select c.id, c.priority, c.run_at, c.seq from public.jobs c
-                    where c.queue = q.name
-                      and c.status in ('pending', 'retrying')
-                      and c.pending_dependencies = 0
-                      and c.run_at <= now()
-                      and (p_kinds is null or c.kind = any(p_kinds))
-                    order by c.priority desc, c.run_at, c.seq
-                    limit p_batch
-                      for update skip locked
-                 ) h
-                order by h.priority desc, h.run_at, h.seq
-                limit p_batch))
-      returning j.*;
+      with heads as (
+        select h.id, h.status, h.priority, h.run_at, h.seq
+          from unnest(p_queues) as q (name)
+          cross join lateral (
+            select c.id, c.status, c.priority, c.run_at, c.seq from public.jobs c
+             where c.queue = q.name
+               and c.status in ('pending', 'retrying')
+               and c.pending_dependencies = 0
+               and c.run_at <= now()
+               and (p_kinds is null or c.kind = any(p_kinds))
+             order by c.priority desc, c.run_at, c.seq
+             limit p_batch
+               for update skip locked
+          ) h
+      ),
+      picked as (
+        select heads.id, heads.status from heads
+         order by heads.priority desc, heads.run_at, heads.seq
+         limit p_batch
+      ),
+      claimed as (
+        update public.jobs j
+           set status = 'processing',
+               attempts = j.attempts + 1,
+               worker_id = p_worker,
+               lease_token = gen_random_uuid(),
+               lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+               started_at = now(),
+               updated_at = now(),
+               progress = 0
+         where j.id = any(array(select p.id from picked p))
+        returning j.*
+      ),
+      logged as (
+        insert into public.job_events (job_id, owner_id, queue, from_status, to_status,
+                                       attempt, actor, worker_id, error, run_at)
+        select c.id, c.owner_id, c.queue, p.status, 'processing', c.attempts, 'worker',
+               c.worker_id, null, c.run_at
+          from claimed c join picked p on p.id = c.id
+      )
+      select * from claimed;
   end if;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
 end
 $$;
 
@@ -761,34 +928,52 @@ language plpgsql volatile security definer set search_path = ''
 as $$
 declare
   v_job public.jobs;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
   if p_result is not null and octet_length(p_result::text) > 1048576 then
     raise exception using errcode = '22023', message = 'p_result exceeds 1 MiB';
   end if;
-  perform set_config('edgeworks.job_actor', 'worker', true);
+  perform set_config('edgeworks.job_actor', 'worker', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
 
-  update public.jobs
-     set status = 'completed',
-         result = p_result,
-         progress = 100,
-         completed_at = now(),
-         updated_at = now(),
-         lease_token = null,
-         lease_expires_at = null
-   where id = p_job and lease_token = p_lease_token and status = 'processing'
-  returning * into v_job;
-  if not found then
+  -- One statement for the job, its event and its worker's counter.
+  with done as (
+    update public.jobs
+       set status = 'completed',
+           result = p_result,
+           progress = 100,
+           completed_at = now(),
+           updated_at = now(),
+           lease_token = null,
+           lease_expires_at = null
+     where id = p_job and lease_token = p_lease_token and status = 'processing'
+    returning *
+  ),
+  logged as (
+    insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                   actor, worker_id, error, run_at)
+    select d.id, d.owner_id, d.queue, 'processing', 'completed', d.attempts, 'worker',
+           d.worker_id, null, d.run_at
+      from done d
+  ),
+  counted as (
+    update public.workers w
+       set jobs_done = w.jobs_done + 1, last_heartbeat_at = now()
+      from done
+     where w.id = done.worker_id
+  )
+  select * into v_job from done;
+  if v_job.id is null then
     perform public.raise_lease_lost(p_job);
   end if;
-
-  update public.workers
-     set jobs_done = jobs_done + 1, last_heartbeat_at = now()
-   where id = v_job.worker_id;
 
   -- Most jobs have no dependents: skip the call unless the index says otherwise.
   if exists (select 1 from public.job_dependencies d where d.depends_on = p_job) then
     perform public.release_dependents(array[p_job]);
   end if;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
   return v_job;
 end
 $$;
@@ -800,6 +985,9 @@ as $$
 #variable_conflict use_column
 declare
   v_done uuid[];
+  v_ids uuid[];
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
   if p_completions is null or jsonb_typeof(p_completions) <> 'array' then
     raise exception using errcode = '22023', message = 'p_completions must be a JSON array';
@@ -808,12 +996,16 @@ begin
     raise exception using errcode = '22023', message = 'p_completions holds more than 1000 items';
   end if;
   if exists (select 1 from jsonb_array_elements(p_completions) e
-              where jsonb_typeof(e) <> 'object' or e ->> 'job' is null or e ->> 'lease_token' is null
-                 or octet_length(coalesce(e -> 'result', 'null'::jsonb)::text) > 1048576) then
+              where case when jsonb_typeof(e) <> 'object' then true
+                         else e ->> 'job' is null or e ->> 'lease_token' is null
+                              or octet_length(coalesce(e -> 'result', 'null'::jsonb)::text) > 1048576
+                    end) then
     raise exception using errcode = '22023',
       message = 'each of p_completions must be {job, lease_token, result?} with result <= 1 MiB';
   end if;
-  perform set_config('edgeworks.job_actor', 'worker', true);
+  perform set_config('edgeworks.job_actor', 'worker', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
+  select array_agg((e ->> 'job')::uuid) into v_ids from jsonb_array_elements(p_completions) e;
 
   with input as (
     select (e ->> 'job')::uuid as id, (e ->> 'lease_token')::uuid as token,
@@ -830,8 +1022,17 @@ begin
            lease_token = null,
            lease_expires_at = null
       from input i
-     where j.id = i.id and j.lease_token = i.token and j.status = 'processing'
-    returning j.id, j.worker_id
+     -- The redundant `= any(v_ids)` lets the planner reach the rows through the primary key.
+     where j.id = any(v_ids) and j.id = i.id and j.lease_token = i.token
+       and j.status = 'processing'
+    returning j.*
+  ),
+  logged as (
+    insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                   actor, worker_id, error, run_at)
+    select d.id, d.owner_id, d.queue, 'processing', 'completed', d.attempts, 'worker',
+           d.worker_id, null, d.run_at
+      from done d
   ),
   counted as (
     update public.workers w
@@ -846,6 +1047,8 @@ begin
      and exists (select 1 from public.job_dependencies d where d.depends_on = any(v_done)) then
     perform public.release_dependents(v_done);
   end if;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
 
   return query
     select i.id, coalesce(i.id = any(v_done), false), j.status
@@ -868,11 +1071,14 @@ as $$
 declare
   v_job public.jobs;
   v_delay_ms bigint;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
   if p_retry_after_ms is not null and p_retry_after_ms < 0 then
     raise exception using errcode = '22023', message = 'p_retry_after_ms must be >= 0';
   end if;
-  perform set_config('edgeworks.job_actor', 'worker', true);
+  perform set_config('edgeworks.job_actor', 'worker', true),
+          set_config('edgeworks.job_events_inline', 'on', true);
 
   select * into v_job from public.jobs
    where id = p_job and lease_token = p_lease_token and status = 'processing'
@@ -906,12 +1112,20 @@ begin
            updated_at = now()
      where id = p_job
     returning * into v_job;
+  end if;
+  insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                 actor, worker_id, error, run_at)
+  values (v_job.id, v_job.owner_id, v_job.queue, 'processing', v_job.status, v_job.attempts,
+          'worker', v_job.worker_id, v_job.last_error, v_job.run_at);
+  if v_job.status = 'failed' then
     perform public.fail_dependents(array[p_job]);
   end if;
 
   update public.workers
      set jobs_failed = jobs_failed + 1, last_heartbeat_at = now()
    where id = v_job.worker_id;
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
   return v_job;
 end
 $$;
@@ -994,6 +1208,10 @@ language plpgsql volatile security definer set search_path = ''
 as $$
 declare
   v_job public.jobs;
+  v_from text;
+  v_actor text;
+  v_prev_actor text := current_setting('edgeworks.job_actor', true);
+  v_prev_inline text := current_setting('edgeworks.job_events_inline', true);
 begin
   select * into v_job from public.jobs where id = p_job for update;
   if not found or not public.job_caller_may_access(v_job.owner_id) then
@@ -1002,10 +1220,11 @@ begin
   if v_job.status in ('completed', 'failed', 'cancelled') then
     return v_job;
   end if;
-  perform set_config('edgeworks.job_actor',
-    case when auth.uid() is not null then 'user:' || auth.uid()::text
-         else coalesce(nullif(current_setting('role', true), 'none'), session_user::text) end,
-    true);
+  v_from := v_job.status;
+  v_actor := coalesce('user:' || auth.uid()::text,
+                      coalesce(nullif(current_setting('role', true), 'none'), session_user::text));
+  perform set_config('edgeworks.job_actor', v_actor, true),
+          set_config('edgeworks.job_events_inline', 'on', true);
   update public.jobs
      set status = 'cancelled',
          lease_token = null,
@@ -1014,7 +1233,13 @@ begin
          updated_at = now()
    where id = p_job
   returning * into v_job;
+  insert into public.job_events (job_id, owner_id, queue, from_status, to_status, attempt,
+                                 actor, worker_id, error, run_at)
+  values (v_job.id, v_job.owner_id, v_job.queue, v_from, 'cancelled', v_job.attempts,
+          v_actor, v_job.worker_id, null, v_job.run_at);
   perform public.fail_dependents(array[p_job]);
+  perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
+          set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
   return v_job;
 end
 $$;
@@ -1175,7 +1400,9 @@ begin
   for f in
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'public'::regnamespace
-       and p.proname in ('job_caller_may_access', 'record_job_transition', 'forget_job_events',
+       and p.proname in ('job_caller_may_access', 'record_job_transition', 'record_job_creation',
+                         'forget_job_events',
+                         'check_job_arguments',
                          'fail_dependents', 'raise_lease_lost', 'backoff_ceiling_ms',
                          'enqueue_job', 'enqueue_jobs', 'requeue_expired_leases',
                          'claim_jobs', 'complete_job', 'complete_jobs', 'release_dependents',

@@ -6,7 +6,7 @@
 // SUPABASE_SERVICE_ROLE_KEY and EDGEWORKS_JWT_SECRET (HS256, to mint user tokens).
 // Every test makes its own queue names, so files can share one database.
 
-import postgres from "npm:postgres@3.4.9";
+import postgres from "postgres"; // npm:postgres@3.4.9 via deno.json
 
 export type Sql = ReturnType<typeof postgres>;
 
@@ -116,10 +116,12 @@ export async function claim(
   kinds: string[] | null = null,
 ): Promise<JobRow[]> {
   // A plain array (porsager's Result subclass does not deep-equal []).
-  return [...await sql<JobRow[]>`
+  return [
+    ...await sql<JobRow[]>`
     select * from public.claim_jobs(
       p_worker => ${worker}, p_queues => ${queues}::text[], p_kinds => ${kinds}::text[],
-      p_batch => ${batch}, p_lease_seconds => ${leaseSeconds})`];
+      p_batch => ${batch}, p_lease_seconds => ${leaseSeconds})`,
+  ];
 }
 
 export async function complete(

@@ -2,17 +2,7 @@
 // failed or cancelled dependency fails its dependents, transitively.
 
 import assert from "node:assert/strict";
-import {
-  claim,
-  complete,
-  connect,
-  dbTest,
-  enqueue,
-  fail,
-  jobById,
-  queueName,
-  sqlstate,
-} from "./_lib.ts";
+import { claim, complete, connect, dbTest, enqueue, fail, jobById, queueName, sqlstate } from "./_lib.ts";
 
 dbTest("a job waits until all its dependencies completed", async (sql) => {
   const queue = queueName("deps");

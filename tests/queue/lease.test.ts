@@ -3,69 +3,62 @@
 // to the lease.
 
 import assert from "node:assert/strict";
-import {
-  claim,
-  complete,
-  dbTest,
-  enqueue,
-  expireLease,
-  fail,
-  jobById,
-  queueName,
-  sqlstate,
-} from "./_lib.ts";
+import { claim, complete, dbTest, enqueue, expireLease, fail, jobById, queueName, sqlstate } from "./_lib.ts";
 
-dbTest("a job whose worker died is requeued and completed by another worker; the late complete is refused", async (sql) => {
-  const queue = queueName("lease");
-  const job = await enqueue(sql, queue, "work");
+dbTest(
+  "a job whose worker died is requeued and completed by another worker; the late complete is refused",
+  async (sql) => {
+    const queue = queueName("lease");
+    const job = await enqueue(sql, queue, "work");
 
-  const [held] = await claim(sql, "dead-worker", [queue], 1, 30);
-  assert.equal(held.id, job.id);
-  assert.equal(held.status, "processing");
-  assert.ok(held.lease_token);
+    const [held] = await claim(sql, "dead-worker", [queue], 1, 30);
+    assert.equal(held.id, job.id);
+    assert.equal(held.status, "processing");
+    assert.ok(held.lease_token);
 
-  // Still leased: nobody else gets it and the sweep leaves it alone.
-  assert.deepEqual(await claim(sql, "live-worker", [queue]), []);
-  const [{ n: none }] = await sql`select public.requeue_expired_leases(array[${queue}]) as n`;
-  assert.equal(none, 0);
+    // Still leased: nobody else gets it and the sweep leaves it alone.
+    assert.deepEqual(await claim(sql, "live-worker", [queue]), []);
+    const [{ n: none }] = await sql`select public.requeue_expired_leases(array[${queue}]) as n`;
+    assert.equal(none, 0);
 
-  await expireLease(sql, job.id);
-  const [{ n }] = await sql`select public.requeue_expired_leases(array[${queue}]) as n`;
-  assert.equal(n, 1);
-  const requeued = await jobById(sql, job.id);
-  assert.equal(requeued.status, "retrying");
-  assert.equal(requeued.lease_token, null);
-  assert.match(requeued.last_error ?? "", /lease expired: worker dead-worker/);
+    await expireLease(sql, job.id);
+    const [{ n }] = await sql`select public.requeue_expired_leases(array[${queue}]) as n`;
+    assert.equal(n, 1);
+    const requeued = await jobById(sql, job.id);
+    assert.equal(requeued.status, "retrying");
+    assert.equal(requeued.lease_token, null);
+    assert.match(requeued.last_error ?? "", /lease expired: worker dead-worker/);
 
-  const [again] = await claim(sql, "live-worker", [queue]);
-  assert.equal(again.id, job.id);
-  assert.equal(again.attempts, 2);
-  assert.notEqual(again.lease_token, held.lease_token);
+    const [again] = await claim(sql, "live-worker", [queue]);
+    assert.equal(again.id, job.id);
+    assert.equal(again.attempts, 2);
+    assert.notEqual(again.lease_token, held.lease_token);
 
-  // The dead worker wakes up: its complete and its fail are both refused.
-  assert.equal(await sqlstate(complete(sql, held, { from: "dead" })), "EQ409");
-  assert.equal(await sqlstate(fail(sql, held, "late")), "EQ409");
+    // The dead worker wakes up: its complete and its fail are both refused.
+    assert.equal(await sqlstate(complete(sql, held, { from: "dead" })), "EQ409");
+    assert.equal(await sqlstate(fail(sql, held, "late")), "EQ409");
 
-  const done = await complete(sql, again, { from: "live" });
-  assert.equal(done.status, "completed");
-  assert.deepEqual(done.result, { from: "live" });
-  // And completing twice is refused even with the right token.
-  assert.equal(await sqlstate(complete(sql, again)), "EQ409");
+    const done = await complete(sql, again, { from: "live" });
+    assert.equal(done.status, "completed");
+    assert.deepEqual(done.result, { from: "live" });
+    // And completing twice is refused even with the right token.
+    assert.equal(await sqlstate(complete(sql, again)), "EQ409");
 
-  const events = await sql`
+    const events = await sql`
     select from_status, to_status, actor, worker_id from public.job_events
      where job_id = ${job.id} order by id`;
-  assert.deepEqual(events.map((e) => `${e.from_status}->${e.to_status}:${e.actor}:${e.worker_id}`), [
-    "null->pending:postgres:null",
-    "pending->processing:worker:dead-worker",
-    "processing->retrying:system:lease_expiry:dead-worker",
-    "retrying->processing:worker:live-worker",
-    "processing->completed:worker:live-worker",
-  ]);
+    assert.deepEqual(events.map((e) => `${e.from_status}->${e.to_status}:${e.actor}:${e.worker_id}`), [
+      "null->pending:postgres:null",
+      "pending->processing:worker:dead-worker",
+      "processing->retrying:system:lease_expiry:dead-worker",
+      "retrying->processing:worker:live-worker",
+      "processing->completed:worker:live-worker",
+    ]);
 
-  const [w] = await sql`select jobs_done::int, jobs_failed::int from public.workers where id = 'dead-worker'`;
-  assert.deepEqual(w, { jobs_done: 0, jobs_failed: 1 });
-});
+    const [w] = await sql`select jobs_done::int, jobs_failed::int from public.workers where id = 'dead-worker'`;
+    assert.deepEqual(w, { jobs_done: 0, jobs_failed: 1 });
+  },
+);
 
 dbTest("claim itself sweeps expired leases of its queues", async (sql) => {
   const queue = queueName("sweep");

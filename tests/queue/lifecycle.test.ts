@@ -2,16 +2,7 @@
 // the trigger that guards the state machine.
 
 import assert from "node:assert/strict";
-import {
-  claim,
-  complete,
-  dbTest,
-  enqueue,
-  fail,
-  jobById,
-  queueName,
-  sqlstate,
-} from "./_lib.ts";
+import { claim, complete, dbTest, enqueue, fail, jobById, queueName, sqlstate } from "./_lib.ts";
 
 dbTest("cancelling pending, retrying and processing jobs; finished jobs are left as they are", async (sql) => {
   const queue = queueName("cancel");
@@ -215,4 +206,114 @@ dbTest("the trigger rejects transitions outside the state machine, even from dir
     await sqlstate(sql`insert into public.jobs (queue, kind, status) values (${queue}, 'k', 'completed')`),
     "22023",
   );
+});
+
+dbTest("a legal status change made by hand is logged with the SQL role as actor", async (sql) => {
+  const queue = queueName("by_hand");
+  const job = await enqueue(sql, queue, "k");
+  await sql`update public.jobs set status = 'cancelled', completed_at = now() where id = ${job.id}`;
+  const [ev] = await sql`
+    select from_status, to_status, actor from public.job_events
+     where job_id = ${job.id} and to_status = 'cancelled'`;
+  assert.deepEqual({ ...ev }, { from_status: "pending", to_status: "cancelled", actor: "sql:postgres" });
+});
+
+dbTest("after a queue function returns, hand-made changes in the same transaction are still logged", async (sql) => {
+  const queue = queueName("same_tx");
+  const a = await enqueue(sql, queue, "k");
+  const b = await enqueue(sql, queue, "k");
+  await sql.begin(async (tx) => {
+    const [held] = await tx`select * from public.claim_jobs('w', array[${queue}])`;
+    await tx`select public.complete_job(${held.id}, ${held.lease_token}, null)`;
+    await tx`update public.jobs set status = 'cancelled', completed_at = now()
+              where id = ${held.id === a.id ? b.id : a.id}`;
+  });
+  const events = await sql`
+    select to_status, actor from public.job_events
+     where queue = ${queue} and from_status is not null order by to_status`;
+  assert.deepEqual(events.map((e) => `${e.to_status}:${e.actor}`), [
+    "cancelled:sql:postgres",
+    "completed:worker",
+    "processing:worker",
+  ]);
+});
+
+dbTest("complete_jobs completes a batch in one call and reports stale leases instead of failing", async (sql) => {
+  const queue = queueName("complete_many");
+  const parent = await enqueue(sql, queue, "k");
+  await enqueue(sql, queue, "k");
+  await enqueue(sql, queue, "k");
+  const child = await enqueue(sql, queue, "child", { dependsOn: [parent.id] });
+  const claimed = await claim(sql, "w", [queue], 3);
+  assert.equal(claimed.length, 3);
+  // The parent first; the last one loses its lease before the batch comes back.
+  const held = [
+    claimed.find((j) => j.id === parent.id)!,
+    ...claimed.filter((j) => j.id !== parent.id),
+  ];
+  await sql`select public.cancel_job(${held[2].id})`;
+  const unknown = crypto.randomUUID();
+  const items = [
+    ...held.map((j) => ({ job: j.id, lease_token: j.lease_token, result: { id: j.id } })),
+    { job: unknown, lease_token: crypto.randomUUID() },
+  ];
+  const rows = await sql`select * from public.complete_jobs(${sql.json(items)})`;
+  assert.deepEqual(
+    rows.map((r) => ({ ...r })),
+    [
+      { job_id: held[0].id, completed: true, status: "completed" },
+      { job_id: held[1].id, completed: true, status: "completed" },
+      { job_id: held[2].id, completed: false, status: "cancelled" },
+      { job_id: unknown, completed: false, status: null },
+    ],
+  );
+  assert.deepEqual((await jobById(sql, held[0].id)).result, { id: held[0].id });
+  // The parent was among them: its dependent is released.
+  assert.equal((await jobById(sql, child.id)).pending_dependencies, 0);
+  const [{ n }] = await sql`
+    select count(*)::int as n from public.job_events
+     where queue = ${queue} and to_status = 'completed' and actor = 'worker'`;
+  assert.equal(n, 2);
+  const [w] = await sql`select jobs_done::int from public.workers where id = 'w'`;
+  assert.ok(w.jobs_done >= 2);
+  assert.equal(
+    await sqlstate(sql`select * from public.complete_jobs('[{"job": "x"}]'::jsonb)`),
+    "22023",
+  );
+});
+
+dbTest("enqueue_jobs mixes plain jobs with dedup and dependencies, in input order", async (sql) => {
+  const queue = queueName("mixed_batch");
+  const first = await enqueue(sql, queue, "k", { dedupKey: "dup" });
+  const items = [
+    { queue, kind: "plain", priority: 3 },
+    { queue, kind: "dup", dedup_key: "dup" },
+    { queue, kind: "after", depends_on: [first.id] },
+  ];
+  const rows = await sql`select id, kind, pending_dependencies from public.enqueue_jobs(${sql.json(items)})`;
+  assert.equal(rows.length, 3);
+  assert.equal(rows[0].kind, "plain");
+  assert.equal(rows[1].id, first.id); // deduplicated: the existing job
+  assert.equal(rows[2].pending_dependencies, 1);
+  const plain = await sql`select id from public.enqueue_jobs(${
+    sql.json([{ queue, kind: "a" }, { queue, kind: "b", delay_ms: 5000 }])
+  })`;
+  assert.equal(plain.length, 2);
+  const [{ delayed }] =
+    await sql`select count(*)::int as delayed from public.jobs where queue = ${queue} and run_at > now()`;
+  assert.equal(delayed, 1);
+});
+
+dbTest("another migration's function that names its actor is logged under that actor", async (sql) => {
+  const queue = queueName("foreign_fn");
+  const job = await enqueue(sql, queue, "k");
+  await sql.begin(async (tx) => {
+    await tx`select set_config('edgeworks.job_actor', 'chat:claim', true)`;
+    await tx`update public.jobs set status = 'processing', attempts = 1, worker_id = 'w',
+                    lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 minute'
+              where id = ${job.id}`;
+  });
+  const [ev] = await sql`
+    select actor, worker_id from public.job_events where job_id = ${job.id} and to_status = 'processing'`;
+  assert.deepEqual({ ...ev }, { actor: "chat:claim", worker_id: "w" });
 });

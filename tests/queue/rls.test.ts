@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   asUser,
   claim,
+  connect,
   createUser,
   dbTest,
   enqueue,
@@ -17,7 +18,6 @@ import {
   SERVICE_KEY,
   sqlstate,
   userJwt,
-  connect,
 } from "./_lib.ts";
 
 dbTest("a user reads only their own jobs and events", async (sql) => {
@@ -94,7 +94,11 @@ dbTest("users cannot run the queue or write its tables", async (sql) => {
     ["update jobs", (tx) => tx`update public.jobs set status = 'completed' where id = ${job.id}`],
     ["insert jobs", (tx) => tx`insert into public.jobs (queue, kind, owner_id) values (${queue}, 'k', ${alice})`],
     ["delete jobs", (tx) => tx`delete from public.jobs where id = ${job.id}`],
-    ["insert events", (tx) => tx`insert into public.job_events (job_id, queue, to_status, attempt, actor) values (${job.id}, ${queue}, 'completed', 1, 'me')`],
+    [
+      "insert events",
+      (tx) =>
+        tx`insert into public.job_events (job_id, queue, to_status, attempt, actor) values (${job.id}, ${queue}, 'completed', 1, 'me')`,
+    ],
   ];
   for (const [name, call] of denied) {
     assert.equal(await sqlstate(asUser(sql, alice, call)), "42501", `authenticated: ${name}`);
@@ -109,7 +113,12 @@ dbTest("users cannot run the queue or write its tables", async (sql) => {
 dbTest("the service role runs the queue through the same privileges PostgREST uses", async (sql) => {
   const queue = queueName("rls_service");
   const [job] = await asUser(sql, null, (tx) => tx`select * from public.enqueue_job(${queue}, 'k')`, "service_role");
-  const [held] = await asUser(sql, null, (tx) => tx`select * from public.claim_jobs('svc', array[${queue}])`, "service_role");
+  const [held] = await asUser(
+    sql,
+    null,
+    (tx) => tx`select * from public.claim_jobs('svc', array[${queue}])`,
+    "service_role",
+  );
   assert.equal(held.id, job.id);
   const [done] = await asUser(
     sql,

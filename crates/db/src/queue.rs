@@ -167,6 +167,17 @@ pub struct Lease {
     pub token: String,
 }
 
+/// One entry of `complete_many`, in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub job_id: String,
+    /// False when the lease was lost (or the job is gone): someone else owns
+    /// the outcome, drop this result.
+    pub completed: bool,
+    /// The job's status now; None when it no longer exists.
+    pub status: Option<JobStatus>,
+}
+
 /// `queue_stats`: counts now, timings over the last `window_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -453,6 +464,23 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
             "p_result": result,
         });
         self.call_row("complete_job", &args, Some(&lease.job_id))
+            .await
+    }
+
+    /// Completes several held jobs in one transaction (`complete_jobs`). A
+    /// stale lease is not an error here: its entry comes back with
+    /// `completed == false` and the job's current status.
+    pub async fn complete_many(
+        &self,
+        completions: &[(Lease, Option<Value>)],
+    ) -> Result<Vec<Completion>, QueueError> {
+        let items: Vec<Value> = completions
+            .iter()
+            .map(|(lease, result)| {
+                json!({ "job": lease.job_id, "lease_token": lease.token, "result": result })
+            })
+            .collect();
+        self.call("complete_jobs", &json!({ "p_completions": items }), None)
             .await
     }
 
@@ -743,6 +771,47 @@ mod tests {
         assert_eq!(
             args,
             json!({"p_job": JOB, "p_lease_token": TOKEN, "p_result": {"ok": true}})
+        );
+    }
+
+    #[test]
+    fn complete_many_reports_each_lease() {
+        let other = "11111111-2222-4333-8444-555555555555";
+        let body_text = format!(
+            r#"[{{"job_id":"{JOB}","completed":true,"status":"completed"}},
+                {{"job_id":"{other}","completed":false,"status":"cancelled"}}]"#
+        );
+        let server = FakeServer::start(move |_, _| json_response(200, &body_text));
+        let db = db(&server);
+        let leases = [
+            (
+                Lease {
+                    job_id: JOB.into(),
+                    token: TOKEN.into(),
+                },
+                Some(json!({"n": 1})),
+            ),
+            (
+                Lease {
+                    job_id: other.into(),
+                    token: TOKEN.into(),
+                },
+                None,
+            ),
+        ];
+        let got = block_on(JobQueue::new(&db).complete_many(&leases)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].completed);
+        assert_eq!(got[1].status, Some(JobStatus::Cancelled));
+        assert!(!got[1].completed);
+        let (path, args) = body(&server, 0);
+        assert_eq!(path, "/rpc/complete_jobs");
+        assert_eq!(
+            args,
+            json!({"p_completions": [
+                {"job": JOB, "lease_token": TOKEN, "result": {"n": 1}},
+                {"job": other, "lease_token": TOKEN, "result": null}
+            ]})
         );
     }
 
