@@ -326,19 +326,23 @@ begin
   select * into v_session from public.chat_sessions s where s.id = v_link.session_id;
   select * into v_question from public.chat_messages m where m.id = v_link.user_message_id;
   select to_jsonb(f) into v_field from public.fields f where f.id = v_session.field_id;
-  -- The conversation so far: answered questions and their answers, oldest
-  -- first, the newest 100 messages at most (the prompt builder trims further).
-  select coalesce(jsonb_agg(jsonb_build_object('role', h.role, 'content', h.content) order by h.created_at), '[]')
+  -- The conversation so far: every earlier question of the session that has an
+  -- answer, each followed by its answer (whenever that answer was stored), oldest
+  -- first, the newest 50 exchanges at most (the prompt builder trims further).
+  select coalesce(jsonb_agg(x.msg order by x.asked_at, x.ord), '[]')
     into v_history
-    from (select m.role, m.content, m.created_at
-            from public.chat_messages m
-           where m.session_id = v_link.session_id
-             and m.created_at < v_question.created_at
-             and (m.role = 'assistant'
-                  or exists (select 1 from public.chat_jobs c
-                              where c.user_message_id = m.id and c.assistant_message_id is not null))
-           order by m.created_at desc
-           limit 100) h;
+    from (select p.asked_at, o.ord, o.msg
+            from (select u.created_at as asked_at, u.content as question, a.content as answer
+                    from public.chat_jobs c
+                    join public.chat_messages u on u.id = c.user_message_id
+                    join public.chat_messages a on a.id = c.assistant_message_id
+                   where c.session_id = v_link.session_id
+                     and u.created_at < v_question.created_at
+                   order by u.created_at desc
+                   limit 50) p
+            cross join lateral (values
+              (1, jsonb_build_object('role', 'user', 'content', p.question)),
+              (2, jsonb_build_object('role', 'assistant', 'content', p.answer))) as o (ord, msg)) x;
   return jsonb_build_object(
     'job_id', p_job,
     'session_id', v_link.session_id,

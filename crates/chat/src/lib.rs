@@ -41,7 +41,13 @@ pub const KIND: &str = "chat_completion";
 /// real processing times: the jobs ahead are shared among the live workers
 /// (at least one), then this one runs. With no completed job in the window
 /// yet, `prior_ms` stands in for the average.
-pub fn estimate_duration_ms(queue_position: u32, avg_processing_ms: f64, samples: u32, active_workers: u32, prior_ms: u64) -> u64 {
+pub fn estimate_duration_ms(
+    queue_position: u32,
+    avg_processing_ms: f64,
+    samples: u32,
+    active_workers: u32,
+    prior_ms: u64,
+) -> u64 {
     let avg = if samples == 0 || !avg_processing_ms.is_finite() || avg_processing_ms <= 0.0 {
         prior_ms as f64
     } else {

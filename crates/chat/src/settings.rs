@@ -46,11 +46,13 @@ fn read<T: std::str::FromStr + PartialOrd + Copy>(
 ) -> Result<T, ApiError> {
     match lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v
-            .parse::<T>()
-            .ok()
-            .filter(|x| *x >= min && *x <= max)
-            .ok_or_else(|| ApiError::new(500, "misconfigured", format!("{name} must be a number in its allowed range"))),
+        Some(v) => v.parse::<T>().ok().filter(|x| *x >= min && *x <= max).ok_or_else(|| {
+            ApiError::new(
+                500,
+                "misconfigured",
+                format!("{name} must be a number in its allowed range"),
+            )
+        }),
     }
 }
 
@@ -59,12 +61,24 @@ impl Settings {
         let d = Settings::default();
         Ok(Settings {
             max_questions: read(&lookup, "CHAT_MAX_QUESTIONS", d.max_questions, 1, 1000)?,
-            session_max_age_seconds: read(&lookup, "CHAT_SESSION_MAX_AGE_SECONDS", d.session_max_age_seconds, 60, 31_536_000)?,
+            session_max_age_seconds: read(
+                &lookup,
+                "CHAT_SESSION_MAX_AGE_SECONDS",
+                d.session_max_age_seconds,
+                60,
+                31_536_000,
+            )?,
             max_message_chars: read(&lookup, "CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 100_000)?,
             max_attempts: read(&lookup, "CHAT_MAX_ATTEMPTS", d.max_attempts, 1, 100)?,
             retry_base_ms: read(&lookup, "CHAT_RETRY_BASE_MS", d.retry_base_ms, 0, 600_000)?,
             lease_seconds: read(&lookup, "CHAT_LEASE_SECONDS", d.lease_seconds, 5, 3_600)?,
-            prompt_budget_tokens: read(&lookup, "CHAT_PROMPT_BUDGET_TOKENS", d.prompt_budget_tokens, 100, 2_000_000)?,
+            prompt_budget_tokens: read(
+                &lookup,
+                "CHAT_PROMPT_BUDGET_TOKENS",
+                d.prompt_budget_tokens,
+                100,
+                2_000_000,
+            )?,
             prior_duration_ms: read(&lookup, "CHAT_PRIOR_DURATION_MS", d.prior_duration_ms, 1, 3_600_000)?,
         })
     }

@@ -25,7 +25,10 @@ pub fn schema(settings: &Settings) -> Schema {
         .field("session_id", Field::string().required().non_blank().max_chars(128))
         .field(
             "message",
-            Field::string().required().non_blank().max_chars(settings.max_message_chars),
+            Field::string()
+                .required()
+                .non_blank()
+                .max_chars(settings.max_message_chars),
         )
         .field("field_id", Field::string().non_blank().max_chars(100))
         .field("priority", Field::integer().range(0, 10))
@@ -35,9 +38,33 @@ fn is_session_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
+/// When the message is the only thing wrong, a client gets a code it can act
+/// on without reading the field list: `empty_message` or `message_too_long`.
+/// Every other validation failure stays `validation_failed` with all fields.
+fn message_error(e: ApiError) -> ApiError {
+    let Some(fields) = e
+        .details()
+        .and_then(|d| d.get("fields"))
+        .and_then(serde_json::Value::as_array)
+    else {
+        return e;
+    };
+    let [only] = fields.as_slice() else { return e };
+    if only.get("field").and_then(serde_json::Value::as_str) != Some("message") {
+        return e;
+    }
+    let (code, message) = match only.get("code").and_then(serde_json::Value::as_str) {
+        Some("required") | Some("blank") => ("empty_message", "the message is empty"),
+        Some("too_long") => ("message_too_long", "the message is longer than this deployment accepts"),
+        _ => return e,
+    };
+    let details = e.details().cloned().unwrap_or_default();
+    ApiError::new(422, code, message).with_details(details)
+}
+
 /// Validates, cleans and checks the message; returns the request to store.
 pub fn prepare(body: &[u8], settings: &Settings, denylist: &Denylist) -> Result<SubmitRequest, ApiError> {
-    let mut req: SubmitRequest = schema(settings).parse(body)?;
+    let mut req: SubmitRequest = schema(settings).parse(body).map_err(message_error)?;
     let field_error = |field: &str, code: &str, message: &str| {
         ApiError::unprocessable(
             "request body failed validation",
@@ -54,7 +81,11 @@ pub fn prepare(body: &[u8], settings: &Settings, denylist: &Denylist) -> Result<
     req.session_id = req.session_id.trim().to_string();
     if let Some(f) = &req.field_id {
         if !is_session_id(f.trim()) {
-            return Err(field_error("field_id", "invalid_format", "use the characters A-Z a-z 0-9 _ . : -"));
+            return Err(field_error(
+                "field_id",
+                "invalid_format",
+                "use the characters A-Z a-z 0-9 _ . : -",
+            ));
         }
         req.field_id = Some(f.trim().to_string());
     }
@@ -62,7 +93,7 @@ pub fn prepare(body: &[u8], settings: &Settings, denylist: &Denylist) -> Result<
     if cleaned.trim().is_empty() {
         return Err(ApiError::new(
             422,
-            "empty_message",
+            "message_has_no_text",
             "the message has no visible text after removing control and invisible characters",
         ));
     }
@@ -101,14 +132,22 @@ pub fn map_chat_error(e: DbError) -> ApiError {
             "session_field_mismatch",
             "this session was started with another field_id",
         ),
-        Some("EC410") => ApiError::new(410, "session_expired", "this session is past its maximum age; start a new one"),
+        Some("EC410") => ApiError::new(
+            410,
+            "session_expired",
+            "this session is past its maximum age; start a new one",
+        ),
         Some("EC429") => {
             let limit = match &e {
                 DbError::Api { details: Some(d), .. } => d.parse::<u32>().ok(),
                 _ => None,
             };
-            ApiError::new(429, "question_limit_reached", "this session has reached its question limit")
-                .with_details(json!({ "max_questions": limit }))
+            ApiError::new(
+                429,
+                "question_limit_reached",
+                "this session has reached its question limit",
+            )
+            .with_details(json!({ "max_questions": limit }))
         }
         Some("22023") => ApiError::new(422, "invalid_argument", e.message().to_string()),
         _ => ApiError::from(e),
@@ -153,15 +192,27 @@ mod tests {
 
     #[test]
     fn each_bad_input_has_its_own_code() {
-        assert_eq!(prep(r#"{"session_id":"s","message":""}"#).unwrap_err().code(), "validation_failed");
-        let long = format!(r#"{{"session_id":"s","message":"{}"}}"#, "a".repeat(20_000));
-        assert_eq!(prep(&long).unwrap_err().status(), 422);
         assert_eq!(
-            prep(r#"{"session_id":"s","message":"\u0001\u0002\u200b"}"#).unwrap_err().code(),
+            prep(r#"{"session_id":"s","message":""}"#).unwrap_err().code(),
             "empty_message"
         );
-        assert_eq!(prep(r#"{"session_id":5,"message":"hi"}"#).unwrap_err().code(), "validation_failed");
-        assert_eq!(prep(r#"{"session_id":"a b","message":"hi"}"#).unwrap_err().code(), "validation_failed");
+        let long = format!(r#"{{"session_id":"s","message":"{}"}}"#, "a".repeat(20_000));
+        let too_long = prep(&long).unwrap_err();
+        assert_eq!((too_long.status(), too_long.code()), (422, "message_too_long"));
+        assert_eq!(
+            prep(r#"{"session_id":"s","message":"\u0001\u0002\u200b"}"#)
+                .unwrap_err()
+                .code(),
+            "message_has_no_text"
+        );
+        assert_eq!(
+            prep(r#"{"session_id":5,"message":"hi"}"#).unwrap_err().code(),
+            "validation_failed"
+        );
+        assert_eq!(
+            prep(r#"{"session_id":"a b","message":"hi"}"#).unwrap_err().code(),
+            "validation_failed"
+        );
         assert_eq!(prep("{not json").unwrap_err().code(), "invalid_json");
     }
 
@@ -185,6 +236,9 @@ mod tests {
         assert_eq!(limit.details().unwrap()["max_questions"], 10);
         assert_eq!(map_chat_error(api("EC403", "session_forbidden")).status(), 403);
         assert_eq!(map_chat_error(api("EC410", "session_expired")).status(), 410);
-        assert_eq!(map_chat_error(api("EC404", "field_not_found")).code(), "field_not_found");
+        assert_eq!(
+            map_chat_error(api("EC404", "field_not_found")).code(),
+            "field_not_found"
+        );
     }
 }

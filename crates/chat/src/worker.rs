@@ -21,10 +21,16 @@ use crate::{KIND, QUEUE};
 /// What happened to one claimed job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    Completed { message_id: String },
+    Completed {
+        message_id: String,
+    },
     /// Handed back for another attempt after its backoff.
-    Retrying { error: String },
-    Failed { error: String },
+    Retrying {
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
     /// Our lease ended (expired, cancelled): another worker owns the job now.
     LeaseLost,
 }
@@ -97,7 +103,8 @@ impl<C: HttpClient> Worker<'_, C> {
     pub async fn claim(&self, batch: u32, job_id: Option<&str>) -> Result<Vec<ClaimedJob>, ApiError> {
         match job_id {
             Some(id) => {
-                let args = json!({ "p_job": id, "p_worker": self.worker_id, "p_lease_seconds": self.settings.lease_seconds });
+                let args =
+                    json!({ "p_job": id, "p_worker": self.worker_id, "p_lease_seconds": self.settings.lease_seconds });
                 self.db.rpc("claim_job", &args).await.map_err(ApiError::from)
             }
             None => {
@@ -111,20 +118,24 @@ impl<C: HttpClient> Worker<'_, C> {
     }
 
     /// Claims and processes one batch; one job's failure never stops the rest.
+    /// The batch's jobs run concurrently: each mostly waits on the provider,
+    /// so a batch takes about as long as its slowest job, not their sum.
     pub async fn run_batch(&self, batch: u32, job_id: Option<&str>) -> Result<BatchReport, ApiError> {
         let jobs = self.claim(batch, job_id).await?;
+        let outcomes = futures_util::future::join_all(jobs.iter().map(|job| self.process(job))).await;
         let mut report = BatchReport {
             claimed: jobs.len() as u32,
             ..BatchReport::default()
         };
-        for job in &jobs {
-            let outcome = self.process(job).await;
-            match &outcome {
+        for (job, outcome) in jobs.iter().zip(&outcomes) {
+            match outcome {
                 JobOutcome::Completed { .. } => report.processed += 1,
                 JobOutcome::Failed { .. } => report.failed += 1,
                 JobOutcome::Retrying { .. } | JobOutcome::LeaseLost => {}
             }
-            report.events.push(json!({ "job_id": job.id, "attempt": job.attempts, "outcome": describe(&outcome) }));
+            report
+                .events
+                .push(json!({ "job_id": job.id, "attempt": job.attempts, "outcome": describe(outcome) }));
         }
         Ok(report)
     }
@@ -132,7 +143,11 @@ impl<C: HttpClient> Worker<'_, C> {
     /// Whether a chat job is waiting and due now.
     pub async fn next_job_available(&self) -> Result<bool, ApiError> {
         let stats = self.queue().stats(QUEUE).await.map_err(queue_error)?;
-        Ok(stats.pending.saturating_sub(stats.blocked).saturating_sub(stats.delayed) > 0
+        Ok(stats
+            .pending
+            .saturating_sub(stats.blocked)
+            .saturating_sub(stats.delayed)
+            > 0
             || (stats.retrying > 0 && stats.delayed == 0))
     }
 
@@ -142,11 +157,24 @@ impl<C: HttpClient> Worker<'_, C> {
         let context: JobContext = match self.db.rpc("chat_job_context", &ctx_args).await {
             Ok(c) => c,
             Err(e) if e.code() == Some("EQ409") => return JobOutcome::LeaseLost,
-            Err(e) => return self.give_back(job, &format!("could not load the job's context: {}", db_reason(&e)), true, None).await,
+            Err(e) => {
+                return self
+                    .give_back(
+                        job,
+                        &format!("could not load the job's context: {}", db_reason(&e)),
+                        true,
+                        None,
+                    )
+                    .await
+            }
         };
         let conversation = match self.conversation(&context) {
             Ok(c) => c,
-            Err(e) => return self.give_back(job, &format!("{}: {}", e.code(), e.message()), false, None).await,
+            Err(e) => {
+                return self
+                    .give_back(job, &format!("{}: {}", e.code(), e.message()), false, None)
+                    .await
+            }
         };
         let provider = self.provider_for(context.field.as_ref());
         match provider.complete(self.http, &conversation).await {
@@ -164,10 +192,22 @@ impl<C: HttpClient> Worker<'_, C> {
                 });
                 match self.db.rpc::<Value>("chat_complete", &args).await {
                     Ok(v) => JobOutcome::Completed {
-                        message_id: v.get("message_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        message_id: v
+                            .get("message_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                     },
                     Err(e) if e.code() == Some("EQ409") => JobOutcome::LeaseLost,
-                    Err(e) => self.give_back(job, &format!("could not store the answer: {}", db_reason(&e)), true, None).await,
+                    Err(e) => {
+                        self.give_back(
+                            job,
+                            &format!("could not store the answer: {}", db_reason(&e)),
+                            true,
+                            None,
+                        )
+                        .await
+                    }
                 }
             }
             Err(e) => {
@@ -179,8 +219,16 @@ impl<C: HttpClient> Worker<'_, C> {
     }
 
     fn conversation(&self, context: &JobContext) -> Result<Conversation, ApiError> {
-        let field_name = context.field.as_ref().and_then(|f| f.name.as_deref()).unwrap_or("General");
-        let template = context.field.as_ref().and_then(|f| f.system_prompt.as_deref()).unwrap_or("");
+        let field_name = context
+            .field
+            .as_ref()
+            .and_then(|f| f.name.as_deref())
+            .unwrap_or("General");
+        let template = context
+            .field
+            .as_ref()
+            .and_then(|f| f.system_prompt.as_deref())
+            .unwrap_or("");
         let system = fill_template(template, &[("field_name", field_name), ("date", self.today)])?;
         let history: Vec<Message> = context
             .history
@@ -198,7 +246,12 @@ impl<C: HttpClient> Worker<'_, C> {
             .and_then(|f| f.history_token_budget)
             .filter(|b| *b > 0)
             .unwrap_or(self.settings.prompt_budget_tokens);
-        Ok(build_conversation(&system, &history, &context.question.content, budget)?)
+        Ok(build_conversation(
+            &system,
+            &history,
+            &context.question.content,
+            budget,
+        )?)
     }
 
     /// A field's model settings override the deployment's.
@@ -230,12 +283,20 @@ impl<C: HttpClient> Worker<'_, C> {
     /// Returns the job to the queue: retried after backoff when `retryable`
     /// and attempts remain, failed otherwise; the failure is logged to
     /// error_logs when final.
-    async fn give_back(&self, job: &ClaimedJob, reason: &str, retryable: bool, retry_after_ms: Option<u32>) -> JobOutcome {
+    async fn give_back(
+        &self,
+        job: &ClaimedJob,
+        reason: &str,
+        retryable: bool,
+        retry_after_ms: Option<u32>,
+    ) -> JobOutcome {
         let lease = job.lease();
         match self.queue().fail(&lease, reason, retryable, retry_after_ms).await {
             Ok(after) => {
                 if after.status.as_str() == "retrying" {
-                    JobOutcome::Retrying { error: reason.to_string() }
+                    JobOutcome::Retrying {
+                        error: reason.to_string(),
+                    }
                 } else {
                     let _ = self
                         .db
@@ -250,7 +311,9 @@ impl<C: HttpClient> Worker<'_, C> {
                             }),
                         )
                         .await;
-                    JobOutcome::Failed { error: reason.to_string() }
+                    JobOutcome::Failed {
+                        error: reason.to_string(),
+                    }
                 }
             }
             Err(QueueError::LeaseLost { .. }) => JobOutcome::LeaseLost,

@@ -152,18 +152,9 @@ mod tests {
         let now = 784_111_777_000; // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(parse_retry_after("120", now), Some(120_000));
         assert_eq!(parse_retry_after(" 0 ", now), Some(0));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(30_000)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(0)
-        );
-        assert_eq!(
-            parse_retry_after("99999999999999999999999", now),
-            Some(u64::MAX)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(u64::MAX));
         for bad in ["", "-5", "1.5", "soon", "120s"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad}");
         }

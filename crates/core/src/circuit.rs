@@ -247,12 +247,7 @@ mod tests {
             b.record_failure(100);
         }
         assert_eq!(b.state(100), CircuitState::Open);
-        assert_eq!(
-            b.try_acquire(600),
-            Err(CircuitOpen {
-                retry_after_ms: 500
-            })
-        );
+        assert_eq!(b.try_acquire(600), Err(CircuitOpen { retry_after_ms: 500 }));
     }
 
     #[test]
@@ -288,12 +283,7 @@ mod tests {
         b.record_success(1_001);
         b.record_failure(1_002);
         assert_eq!(b.state(1_002), CircuitState::Open);
-        assert_eq!(
-            b.try_acquire(1_500),
-            Err(CircuitOpen {
-                retry_after_ms: 502
-            })
-        );
+        assert_eq!(b.try_acquire(1_500), Err(CircuitOpen { retry_after_ms: 502 }));
         assert!(b.try_acquire(2_002).is_ok());
     }
 
@@ -318,10 +308,7 @@ mod tests {
 
     #[test]
     fn open_circuit_is_a_503_with_retry_after() {
-        let e: ApiError = CircuitOpen {
-            retry_after_ms: 1_500,
-        }
-        .into();
+        let e: ApiError = CircuitOpen { retry_after_ms: 1_500 }.into();
         assert_eq!((e.status(), e.code()), (503, "upstream_unavailable"));
         assert_eq!(e.into_response("r").headers.get("retry-after"), Some("2"));
     }

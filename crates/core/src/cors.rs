@@ -3,10 +3,10 @@
 
 use crate::http::{Headers, Response};
 
-pub const ALLOWED_HEADERS: &str =
-    "authorization, x-client-info, apikey, content-type, x-request-id, prefer, range";
+pub const ALLOWED_HEADERS: &str = "authorization, x-client-info, apikey, content-type, x-request-id, prefer, range";
 pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
-pub const EXPOSED_HEADERS: &str = "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset";
+pub const EXPOSED_HEADERS: &str =
+    "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset";
 
 /// Allowed origins, from a comma-separated env value; empty or `*` means any.
 #[derive(Debug, Clone)]
@@ -72,13 +72,20 @@ mod tests {
         let r = p.preflight(Some("https://app.example"));
         assert_eq!(r.status, 204);
         assert_eq!(r.headers.get("access-control-allow-origin"), Some("*"));
-        assert!(r.headers.get("access-control-allow-headers").unwrap().contains("x-client-info"));
+        assert!(r
+            .headers
+            .get("access-control-allow-headers")
+            .unwrap()
+            .contains("x-client-info"));
     }
 
     #[test]
     fn listed_origins_are_echoed_and_others_refused() {
         let p = CorsPolicy::from_env_value(Some("https://a.example, https://b.example/"));
-        assert_eq!(p.allow_origin(Some("https://b.example")).as_deref(), Some("https://b.example"));
+        assert_eq!(
+            p.allow_origin(Some("https://b.example")).as_deref(),
+            Some("https://b.example")
+        );
         assert_eq!(p.allow_origin(Some("https://evil.example")), None);
         assert_eq!(p.allow_origin(None), None);
     }

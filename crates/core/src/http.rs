@@ -56,10 +56,7 @@ impl Headers {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// Replaces any existing value.
@@ -258,7 +255,10 @@ mod tests {
 
     #[test]
     fn path_and_query_are_split_and_decoded() {
-        let r = Request::new(Method::Get, "http://h:1/functions/v1/chat-status?job_id=a%20b&limit=3#x");
+        let r = Request::new(
+            Method::Get,
+            "http://h:1/functions/v1/chat-status?job_id=a%20b&limit=3#x",
+        );
         assert_eq!(r.path(), "/functions/v1/chat-status");
         assert_eq!(r.query_param("job_id").as_deref(), Some("a b"));
         assert_eq!(r.query_param("limit").as_deref(), Some("3"));

@@ -6,6 +6,7 @@
 //! itself: those arrive as arguments (`Clock`, `Rng`, an HTTP trait) so that
 //! every test here is deterministic and runs natively.
 
+pub mod cors;
 pub mod error;
 pub mod http;
 pub mod http_client;
@@ -13,20 +14,19 @@ pub mod platform;
 pub mod prompt;
 pub mod redact;
 pub mod request_id;
-pub mod cors;
 
 pub use error::ApiError;
 pub use http::{Method, Request, Response};
 pub use platform::{Clock, Rng};
-pub mod jwt;
-pub mod ids;
-pub mod validate;
-pub mod queue;
-pub mod sanitize;
-pub mod storage_policy;
-pub mod ratelimit;
-pub mod timeutil;
 pub mod backoff;
 pub mod circuit;
-pub mod signing;
+pub mod ids;
+pub mod jwt;
 pub mod pagination;
+pub mod queue;
+pub mod ratelimit;
+pub mod sanitize;
+pub mod signing;
+pub mod storage_policy;
+pub mod timeutil;
+pub mod validate;

@@ -54,25 +54,17 @@ fn parse_count(raw: &str) -> Option<u64> {
 
 impl Page {
     /// From raw `limit` and `offset` values (absent = default / 0).
-    pub fn parse(
-        limit: Option<&str>,
-        offset: Option<&str>,
-        bounds: &PageLimits,
-    ) -> Result<Page, ApiError> {
+    pub fn parse(limit: Option<&str>, offset: Option<&str>, bounds: &PageLimits) -> Result<Page, ApiError> {
         let bad_limit = || {
-            ApiError::bad_request(
-                "invalid_limit",
-                "limit must be a whole number of at least 1",
-            )
-            .with_details(json!({ "max": bounds.max_limit }))
+            ApiError::bad_request("invalid_limit", "limit must be a whole number of at least 1")
+                .with_details(json!({ "max": bounds.max_limit }))
         };
         let bad_offset = || {
             let message = format!(
                 "offset must be a whole number from 0 to {}; use the cursor to go further",
                 bounds.max_offset
             );
-            ApiError::bad_request("invalid_offset", message)
-                .with_details(json!({ "max": bounds.max_offset }))
+            ApiError::bad_request("invalid_offset", message).with_details(json!({ "max": bounds.max_offset }))
         };
         let limit = match limit {
             None => bounds.default_limit,
@@ -116,10 +108,7 @@ pub struct Cursor {
 const MAX_CURSOR_LEN: usize = 512;
 
 fn invalid_cursor() -> ApiError {
-    ApiError::bad_request(
-        "invalid_cursor",
-        "cursor is not valid; start again without it",
-    )
+    ApiError::bad_request("invalid_cursor", "cursor is not valid; start again without it")
 }
 
 impl Cursor {
@@ -144,8 +133,7 @@ impl Cursor {
         }
         let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| invalid_cursor())?;
         let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid_cursor())?;
-        let ts_ok =
-            c.created_at.len() <= 40 && crate::timeutil::parse_rfc3339_ms(&c.created_at).is_ok();
+        let ts_ok = c.created_at.len() <= 40 && crate::timeutil::parse_rfc3339_ms(&c.created_at).is_ok();
         let id_ok = (1..=128).contains(&c.id.len())
             && c.id
                 .bytes()
@@ -159,9 +147,7 @@ impl Cursor {
 
     /// The request's `cursor` query parameter, if present.
     pub fn from_request(req: &Request) -> Result<Option<Cursor>, ApiError> {
-        req.query_param("cursor")
-            .map(|c| Cursor::decode(&c))
-            .transpose()
+        req.query_param("cursor").map(|c| Cursor::decode(&c)).transpose()
     }
 }
 
@@ -174,25 +160,14 @@ mod tests {
     #[test]
     fn limit_defaults_and_is_bounded() {
         let b = PageLimits::default();
-        assert_eq!(
-            Page::parse(None, None, &b).unwrap(),
-            Page {
-                limit: 20,
-                offset: 0
-            }
-        );
+        assert_eq!(Page::parse(None, None, &b).unwrap(), Page { limit: 20, offset: 0 });
         assert_eq!(
             Page::parse(Some("5"), Some("40"), &b).unwrap(),
-            Page {
-                limit: 5,
-                offset: 40
-            }
+            Page { limit: 5, offset: 40 }
         );
         assert_eq!(Page::parse(Some("1000"), None, &b).unwrap().limit, 100);
         assert_eq!(
-            Page::parse(Some("99999999999"), None, &b)
-                .unwrap_err()
-                .code(),
+            Page::parse(Some("99999999999"), None, &b).unwrap_err().code(),
             "invalid_limit"
         );
     }
@@ -215,10 +190,7 @@ mod tests {
         let req = Request::new(Method::Get, "http://h/jobs?limit=3&offset=6");
         assert_eq!(
             Page::from_request(&req, &PageLimits::default()).unwrap(),
-            Page {
-                limit: 3,
-                offset: 6
-            }
+            Page { limit: 3, offset: 6 }
         );
     }
 
@@ -229,9 +201,7 @@ mod tests {
             "7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10",
         );
         let s = c.encode();
-        assert!(s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(Cursor::decode(&s).unwrap(), c);
         let req = Request::new(Method::Get, format!("http://h/jobs?cursor={s}"));
         assert_eq!(Cursor::from_request(&req).unwrap(), Some(c));

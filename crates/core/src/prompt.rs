@@ -80,10 +80,7 @@ pub struct Conversation {
 impl Conversation {
     /// The new question (the last message).
     pub fn question(&self) -> &str {
-        self.messages
-            .last()
-            .map(|m| m.content.as_str())
-            .unwrap_or("")
+        self.messages.last().map(|m| m.content.as_str()).unwrap_or("")
     }
 }
 
@@ -103,10 +100,9 @@ pub enum PromptError {
 impl fmt::Display for PromptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PromptError::UnknownPlaceholder { name } => write!(
-                f,
-                "the system prompt template uses {{{name}}}, which has no value"
-            ),
+            PromptError::UnknownPlaceholder { name } => {
+                write!(f, "the system prompt template uses {{{name}}}, which has no value")
+            }
             PromptError::EmptyQuestion => write!(f, "the question is empty"),
             PromptError::QuestionTooLong {
                 question_tokens,
@@ -125,21 +121,15 @@ impl From<PromptError> for crate::ApiError {
     fn from(e: PromptError) -> Self {
         match &e {
             // A broken template is our configuration, not the caller's input.
-            PromptError::UnknownPlaceholder { .. } => {
-                crate::ApiError::new(500, "misconfigured", e.to_string())
-            }
-            PromptError::EmptyQuestion => {
-                crate::ApiError::new(422, "empty_question", e.to_string())
-            }
+            PromptError::UnknownPlaceholder { .. } => crate::ApiError::new(500, "misconfigured", e.to_string()),
+            PromptError::EmptyQuestion => crate::ApiError::new(422, "empty_question", e.to_string()),
             PromptError::QuestionTooLong {
                 question_tokens,
                 available_tokens,
-            } => crate::ApiError::new(422, "question_too_long", e.to_string()).with_details(
-                serde_json::json!({
-                    "question_tokens": question_tokens,
-                    "available_tokens": available_tokens,
-                }),
-            ),
+            } => crate::ApiError::new(422, "question_too_long", e.to_string()).with_details(serde_json::json!({
+                "question_tokens": question_tokens,
+                "available_tokens": available_tokens,
+            })),
         }
     }
 }
@@ -166,9 +156,7 @@ pub fn fill_template(template: &str, values: &[(&str, &str)]) -> Result<String, 
                         .iter()
                         .find(|(k, _)| *k == name)
                         .map(|(_, v)| *v)
-                        .ok_or_else(|| PromptError::UnknownPlaceholder {
-                            name: name.to_string(),
-                        })?;
+                        .ok_or_else(|| PromptError::UnknownPlaceholder { name: name.to_string() })?;
                     out.push_str(value);
                     rest = &inner[name.len() + 1..];
                 }
@@ -295,9 +283,9 @@ pub fn build_conversation(
     // the kept history has no holes.
     let mut keep_from = history.len();
     for (start, end) in exchanges(history).into_iter().rev() {
-        let cost = history[start..end].iter().fold(0u32, |acc, m| {
-            acc.saturating_add(estimate_message_tokens(&m.content))
-        });
+        let cost = history[start..end]
+            .iter()
+            .fold(0u32, |acc, m| acc.saturating_add(estimate_message_tokens(&m.content)));
         if cost > remaining {
             break;
         }
@@ -355,10 +343,7 @@ mod tests {
             &[("field_name", "Biology"), ("audience", "students")],
         )
         .unwrap();
-        assert_eq!(
-            out,
-            "You teach Biology to students. Answer as JSON like {\"a\": 1}."
-        );
+        assert_eq!(out, "You teach Biology to students. Answer as JSON like {\"a\": 1}.");
     }
 
     #[test]
@@ -408,9 +393,7 @@ mod tests {
         assert_eq!(c.dropped_messages, 0);
         assert_eq!(c.system, "sys");
         let expected = estimate_message_tokens("sys")
-            + h.iter()
-                .map(|m| estimate_message_tokens(&m.content))
-                .sum::<u32>()
+            + h.iter().map(|m| estimate_message_tokens(&m.content)).sum::<u32>()
             + estimate_message_tokens("new question?");
         assert_eq!(c.estimated_tokens, expected);
     }

@@ -53,10 +53,7 @@ impl JobStatus {
 
     /// Completed, failed and cancelled jobs never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
     }
 
     /// Pending and retrying jobs wait in the queue for a worker.
@@ -233,18 +230,12 @@ mod tests {
 
     #[test]
     fn failure_with_attempts_left_retries() {
-        assert_eq!(
-            transition(S::Processing, E::Fail { retry: true }),
-            Ok(S::Retrying)
-        );
+        assert_eq!(transition(S::Processing, E::Fail { retry: true }), Ok(S::Retrying));
     }
 
     #[test]
     fn failure_without_attempts_left_fails() {
-        assert_eq!(
-            transition(S::Processing, E::Fail { retry: false }),
-            Ok(S::Failed)
-        );
+        assert_eq!(transition(S::Processing, E::Fail { retry: false }), Ok(S::Failed));
     }
 
     #[test]
@@ -317,10 +308,7 @@ mod tests {
     #[test]
     fn claimed_or_retrying_jobs_are_not_failed_by_dependencies() {
         for from in [S::Processing, S::Retrying] {
-            assert!(
-                transition(from, E::DependencyFailed).is_err(),
-                "from {from}"
-            );
+            assert!(transition(from, E::DependencyFailed).is_err(), "from {from}");
         }
     }
 
@@ -407,10 +395,7 @@ mod tests {
 
     #[test]
     fn zero_base_means_immediate_retry() {
-        let b = Backoff {
-            base_ms: 0,
-            cap_ms: 0,
-        };
+        let b = Backoff { base_ms: 0, cap_ms: 0 };
         let mut rng = SeededRng(7);
         for attempt in [1, 2, 40, 100] {
             assert_eq!(b.ceiling_ms(attempt), 0);

@@ -74,11 +74,7 @@ impl Bucket {
         let cap = capacity as f64;
         let rate = sane_rate(refill_per_sec);
         let elapsed_ms = now_ms.saturating_sub(self.updated_ms).max(0) as f64;
-        let tokens = if self.tokens.is_finite() {
-            self.tokens
-        } else {
-            0.0
-        };
+        let tokens = if self.tokens.is_finite() { self.tokens } else { 0.0 };
         self.tokens = cap.min(tokens + (elapsed_ms * rate) / 1000.0);
         self.updated_ms = self.updated_ms.max(now_ms);
         let allowed = (cost as f64) <= self.tokens;
@@ -121,11 +117,7 @@ impl Decision {
     /// Used directly with the SQL function's `(allowed, tokens)` result.
     pub fn from_tokens(allowed: bool, tokens: f64, cost: u32, limit: Limit) -> Decision {
         let rate = sane_rate(limit.refill_per_sec);
-        let tokens = if tokens.is_finite() {
-            tokens.max(0.0)
-        } else {
-            0.0
-        };
+        let tokens = if tokens.is_finite() { tokens.max(0.0) } else { 0.0 };
         let cap = limit.capacity as f64;
         let reset_secs = secs_ceil((cap - tokens) / rate);
         let retry_after_secs = if allowed {
@@ -171,11 +163,7 @@ impl Decision {
         }
         // too_many_requests sets retry-after itself.
         let mut e = ApiError::too_many_requests(self.retry_after_secs);
-        for (k, v) in self
-            .headers()
-            .into_iter()
-            .filter(|(k, _)| *k != "retry-after")
-        {
+        for (k, v) in self.headers().into_iter().filter(|(k, _)| *k != "retry-after") {
             e = e.with_header(k, v);
         }
         Err(e)
@@ -203,12 +191,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
         .parse::<IpAddr>()
         .ok()
         .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| {
-            s.strip_prefix('[')?
-                .strip_suffix(']')?
-                .parse::<IpAddr>()
-                .ok()
-        })?;
+        .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())?;
     // ::ffff:1.2.3.4 is the IPv4 client 1.2.3.4.
     Some(ip.to_canonical())
 }
@@ -394,13 +377,7 @@ mod tests {
         assert_eq!(resp.headers.get("retry-after"), Some("10"));
         assert_eq!(resp.headers.get("x-ratelimit-remaining"), Some("0"));
         assert_eq!(resp.headers.get("x-ratelimit-reset"), Some("20"));
-        assert_eq!(
-            resp.headers
-                .iter()
-                .filter(|(k, _)| *k == "retry-after")
-                .count(),
-            1
-        );
+        assert_eq!(resp.headers.iter().filter(|(k, _)| *k == "retry-after").count(), 1);
         let mut h = Headers::new();
         no.apply(&mut h);
         assert_eq!(h.get("x-ratelimit-limit"), Some("2"));
@@ -438,14 +415,8 @@ mod tests {
             key(&[("x-forwarded-for", " 203.0.113.9 , 10.0.0.1, 10.0.0.2")]),
             "ip:203.0.113.9"
         );
-        assert_eq!(
-            key(&[("x-forwarded-for", "203.0.113.9:5555")]),
-            "ip:203.0.113.9"
-        );
-        assert_eq!(
-            key(&[("x-forwarded-for", "::ffff:198.51.100.7")]),
-            "ip:198.51.100.7"
-        );
+        assert_eq!(key(&[("x-forwarded-for", "203.0.113.9:5555")]), "ip:203.0.113.9");
+        assert_eq!(key(&[("x-forwarded-for", "::ffff:198.51.100.7")]), "ip:198.51.100.7");
         assert_eq!(
             key(&[("x-forwarded-for", "[2001:db8:aa:bb:1:2:3:4]:443")]),
             "ip:2001:db8:aa:bb::/64"
@@ -455,10 +426,7 @@ mod tests {
             "ip:2001:db8:aa:bb::/64"
         );
         assert_eq!(
-            key(&[
-                ("x-forwarded-for", "evil, 203.0.113.9"),
-                ("x-real-ip", "198.51.100.1")
-            ]),
+            key(&[("x-forwarded-for", "evil, 203.0.113.9"), ("x-real-ip", "198.51.100.1")]),
             "ip:198.51.100.1"
         );
         assert_eq!(key(&[("x-real-ip", "198.51.100.1")]), "ip:198.51.100.1");
@@ -489,16 +457,7 @@ mod tests {
                 refill_per_sec: 0.25
             })
         );
-        for bad in [
-            "10",
-            "10/",
-            "/1",
-            "x/1",
-            "-1/1",
-            "0/1",
-            "1000001/1",
-            "1.5/1",
-        ] {
+        for bad in ["10", "10/", "/1", "x/1", "-1/1", "0/1", "1000001/1", "1.5/1"] {
             assert!(Limit::parse(bad, "V").is_err(), "{bad}");
         }
         for bad in [

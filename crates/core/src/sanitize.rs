@@ -215,9 +215,7 @@ impl Denylist {
             if entry.is_empty() {
                 continue;
             }
-            let (category, terms) = entry
-                .split_once(':')
-                .ok_or(DenylistError::MissingCategory(n))?;
+            let (category, terms) = entry.split_once(':').ok_or(DenylistError::MissingCategory(n))?;
             let category = category.trim();
             let valid_name = (1..=40).contains(&category.len())
                 && category
@@ -345,14 +343,8 @@ mod tests {
 
     #[test]
     fn strips_control_and_zero_width_but_keeps_newline_and_tab() {
-        assert_eq!(
-            clean("a\u{0}b\u{7}c\u{1b}[31m\td\u{7f}e\u{85}"),
-            "abc[31m\tde"
-        );
-        assert_eq!(
-            clean("k\u{200B}i\u{200C}l\u{200D}l\u{2060}\u{FEFF}"),
-            "kill"
-        );
+        assert_eq!(clean("a\u{0}b\u{7}c\u{1b}[31m\td\u{7f}e\u{85}"), "abc[31m\tde");
+        assert_eq!(clean("k\u{200B}i\u{200C}l\u{200D}l\u{2060}\u{FEFF}"), "kill");
         assert_eq!(clean("abc\u{202E}fed"), "abcfed");
         // Visible non-ASCII text is untouched.
         assert_eq!(clean("héllo — 日本 👍"), "héllo — 日本 👍");
@@ -367,10 +359,7 @@ mod tests {
         assert_eq!(clean_text("noooooooo!!!!!!", &opts), "nooo!!!");
         assert_eq!(clean_text("aaabbb", &opts), "aaabbb");
         assert_eq!(clean(&"x".repeat(10_000)), "x".repeat(32));
-        assert_eq!(
-            clean(&format!("a{}b", "=".repeat(20))),
-            format!("a{}b", "=".repeat(20))
-        );
+        assert_eq!(clean(&format!("a{}b", "=".repeat(20))), format!("a{}b", "=".repeat(20)));
     }
 
     #[test]
@@ -446,9 +435,7 @@ mod tests {
 
     #[test]
     fn rejection_names_the_category_but_not_the_words() {
-        let err = list()
-            .check("please tell me how to make a b0mb")
-            .unwrap_err();
+        let err = list().check("please tell me how to make a b0mb").unwrap_err();
         assert_eq!((err.status(), err.code()), (422, "content_rejected"));
         assert_eq!(err.details().unwrap()["reason"], "violence");
         let shown = format!("{} {}", err.message(), err.details().unwrap());
@@ -468,14 +455,8 @@ mod tests {
             Denylist::parse("Bad Name:x").unwrap_err(),
             DenylistError::BadCategory(1)
         );
-        assert_eq!(
-            Denylist::parse(":x").unwrap_err(),
-            DenylistError::BadCategory(1)
-        );
-        assert_eq!(
-            Denylist::parse("a:x|!!!").unwrap_err(),
-            DenylistError::EmptyTerm(1)
-        );
+        assert_eq!(Denylist::parse(":x").unwrap_err(), DenylistError::BadCategory(1));
+        assert_eq!(Denylist::parse("a:x|!!!").unwrap_err(), DenylistError::EmptyTerm(1));
         let l = Denylist::parse(" ; a : x | | y ;").unwrap();
         assert_eq!(l.len(), 2);
         assert!(Denylist::parse("").unwrap().is_empty());
@@ -484,18 +465,12 @@ mod tests {
     #[test]
     fn default_list_parses_and_catches_its_categories() {
         let l = Denylist::default_list();
-        assert_eq!(
-            Denylist::parse(DEFAULT_DENYLIST).map(|d| d.len()),
-            Ok(l.len())
-        );
+        assert_eq!(Denylist::parse(DEFAULT_DENYLIST).map(|d| d.len()), Ok(l.len()));
         assert!(l.len() >= 10);
         assert_eq!(l.find("How to k1ll myself"), Some("self_harm"));
         assert_eq!(l.find("how to build a bomb"), Some("violence"));
         assert_eq!(l.find("Write ransomware for me"), Some("malware"));
-        assert_eq!(
-            l.find("How do I build a bomb shelter? And how to write a novel?"),
-            None
-        );
+        assert_eq!(l.find("How do I build a bomb shelter? And how to write a novel?"), None);
         assert_eq!(l.find("How do I kill a Python process?"), None);
     }
 

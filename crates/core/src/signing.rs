@@ -110,8 +110,7 @@ pub fn verify(
         let (k, v) = (k.trim(), v.trim());
         match k {
             "t" => {
-                let digits =
-                    !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit());
+                let digits = !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit());
                 if timestamp.is_some() || !digits {
                     return Err(SignatureError::Malformed);
                 }
@@ -182,31 +181,18 @@ mod tests {
     fn any_of_several_v1_signatures_may_match() {
         let old = sign(b"old-secret", NOW, BODY);
         let new = sign(SECRET, NOW, BODY);
-        let both = format!(
-            "{}, v1={}, v0=legacy",
-            old,
-            new.split("v1=").nth(1).unwrap()
-        );
+        let both = format!("{}, v1={}, v0=legacy", old, new.split("v1=").nth(1).unwrap());
         assert_eq!(check(&both), Ok(NOW));
     }
 
     #[test]
     fn each_failure_has_its_own_error() {
         let good = sign(SECRET, NOW, BODY);
-        assert_eq!(
-            verify(SECRET, None, BODY, NOW, 300),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify(b"", Some(&good), BODY, NOW, 300),
-            Err(SignatureError::NoSecret)
-        );
+        assert_eq!(verify(SECRET, None, BODY, NOW, 300), Err(SignatureError::Missing));
+        assert_eq!(verify(b"", Some(&good), BODY, NOW, 300), Err(SignatureError::NoSecret));
         assert_eq!(check("garbage"), Err(SignatureError::Malformed));
         assert_eq!(check("t=abc,v1=00"), Err(SignatureError::Malformed));
-        assert_eq!(
-            check(&format!("t=1,{good}")),
-            Err(SignatureError::Malformed)
-        );
+        assert_eq!(check(&format!("t=1,{good}")), Err(SignatureError::Malformed));
         assert_eq!(check("t=1700000000,v1=xyz"), Err(SignatureError::Malformed));
         assert_eq!(check(&"v1=".repeat(2000)), Err(SignatureError::Malformed));
         assert_eq!(
@@ -214,24 +200,15 @@ mod tests {
             Err(SignatureError::MissingTimestamp)
         );
         assert_eq!(check("t=1700000000"), Err(SignatureError::MissingSignature));
-        assert_eq!(
-            check(&sign(b"wrong", NOW, BODY)),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(check(&sign(b"wrong", NOW, BODY)), Err(SignatureError::Mismatch));
         assert_eq!(
             verify(SECRET, Some(&good), b"{}", NOW, 300),
             Err(SignatureError::Mismatch)
         );
         let shifted = good.replace("t=1700000000", "t=1700000001");
         assert_eq!(check(&shifted), Err(SignatureError::Mismatch));
-        assert_eq!(
-            check(&sign(SECRET, NOW - 301, BODY)),
-            Err(SignatureError::TooOld)
-        );
-        assert_eq!(
-            check(&sign(SECRET, NOW + 301, BODY)),
-            Err(SignatureError::FromFuture)
-        );
+        assert_eq!(check(&sign(SECRET, NOW - 301, BODY)), Err(SignatureError::TooOld));
+        assert_eq!(check(&sign(SECRET, NOW + 301, BODY)), Err(SignatureError::FromFuture));
         assert_eq!(check(&sign(SECRET, NOW - 300, BODY)), Ok(NOW - 300));
         assert_eq!(check(&sign(SECRET, NOW + 300, BODY)), Ok(NOW + 300));
     }

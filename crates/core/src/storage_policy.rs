@@ -53,14 +53,9 @@ impl BucketPolicy {
                 return Err(ApiError::new(
                     413,
                     "file_too_large",
-                    format!(
-                        "the file is {size} bytes; bucket {} takes at most {limit}",
-                        self.name
-                    ),
+                    format!("the file is {size} bytes; bucket {} takes at most {limit}", self.name),
                 )
-                .with_details(
-                    json!({ "bucket": self.name, "limit_bytes": limit, "size_bytes": size }),
-                ));
+                .with_details(json!({ "bucket": self.name, "limit_bytes": limit, "size_bytes": size })));
             }
         }
         let Some(essence) = mime_essence(mime) else {
@@ -70,12 +65,7 @@ impl BucketPolicy {
                                      "message": "must be a MIME type such as image/png" }] }),
             ));
         };
-        if self.allowed_mime_types.is_empty()
-            || self
-                .allowed_mime_types
-                .iter()
-                .any(|p| mime_matches(p, &essence))
-        {
+        if self.allowed_mime_types.is_empty() || self.allowed_mime_types.iter().any(|p| mime_matches(p, &essence)) {
             return Ok(());
         }
         Err(ApiError::new(
@@ -135,8 +125,7 @@ struct RawBucket {
 
 impl StoragePolicy {
     pub fn from_json(text: &str) -> Result<StoragePolicy, StoragePolicyError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| StoragePolicyError(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| StoragePolicyError(e.to_string()))?;
         // serde would also build a struct from an array; only objects are meant.
         let buckets_ok = match value.get("buckets") {
             None => true,
@@ -148,8 +137,7 @@ impl StoragePolicy {
                 "must be an object whose \"buckets\" maps names to objects".into(),
             ));
         }
-        let raw: RawPolicy =
-            serde_json::from_value(value).map_err(|e| StoragePolicyError(e.to_string()))?;
+        let raw: RawPolicy = serde_json::from_value(value).map_err(|e| StoragePolicyError(e.to_string()))?;
         let global = size_value(raw.file_size_limit.as_ref(), "file_size_limit")?;
         let mut buckets = BTreeMap::new();
         for (name, b) in raw.buckets {
@@ -158,10 +146,7 @@ impl StoragePolicy {
                     "bucket name {name:?} is not 3-63 lower-case letters, digits, '.' or '-'"
                 )));
             }
-            let own = size_value(
-                b.file_size_limit.as_ref(),
-                &format!("buckets.{name}.file_size_limit"),
-            )?;
+            let own = size_value(b.file_size_limit.as_ref(), &format!("buckets.{name}.file_size_limit"))?;
             let limit = match (own, global) {
                 (Some(a), Some(g)) => Some(a.min(g)),
                 (a, g) => a.or(g),
@@ -190,9 +175,7 @@ impl StoragePolicy {
     }
 
     /// Reads `STORAGE_BUCKETS`; absent means no buckets are configured.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<StoragePolicy, StoragePolicyError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<StoragePolicy, StoragePolicyError> {
         match lookup(STORAGE_BUCKETS_ENV) {
             Some(text) if !text.trim().is_empty() => StoragePolicy::from_json(&text),
             _ => Ok(StoragePolicy::default()),
@@ -223,17 +206,11 @@ impl StoragePolicy {
 fn size_value(v: Option<&Value>, field: &str) -> Result<Option<u64>, StoragePolicyError> {
     let bytes = match v {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-            StoragePolicyError(format!("{field} must be a whole number of bytes"))
-        })?,
-        Some(Value::String(s)) => {
-            parse_size(s).map_err(|e| StoragePolicyError(format!("{field}: {e}")))?
-        }
-        Some(_) => {
-            return Err(StoragePolicyError(format!(
-                "{field} must be a number or a size string"
-            )))
-        }
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| StoragePolicyError(format!("{field} must be a whole number of bytes")))?,
+        Some(Value::String(s)) => parse_size(s).map_err(|e| StoragePolicyError(format!("{field}: {e}")))?,
+        Some(_) => return Err(StoragePolicyError(format!("{field} must be a number or a size string"))),
     };
     if bytes == 0 {
         return Err(StoragePolicyError(format!(
@@ -247,13 +224,10 @@ fn size_value(v: Option<&Value>, field: &str) -> Result<Option<u64>, StoragePoli
 /// multiples, as the Supabase CLI does for config.toml).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let num_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(num_end);
     let bad = || format!("{s:?} is not a size like \"50MiB\"");
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
-    {
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
         return Err(bad());
     }
     let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
@@ -316,12 +290,7 @@ fn is_mime_pattern(p: &str) -> bool {
 
 /// `type/subtype`, lower-cased, parameters dropped; `None` if malformed.
 pub fn mime_essence(mime: &str) -> Option<String> {
-    let essence = mime
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (t, sub) = essence.split_once('/')?;
     if is_token(t) && is_token(sub) {
         Some(essence)
@@ -395,18 +364,9 @@ mod tests {
     #[test]
     fn the_effective_limit_is_the_smaller_of_bucket_and_global() {
         let p = StoragePolicy::from_json(EXAMPLE).unwrap();
-        assert_eq!(
-            p.bucket("uploads").unwrap().file_size_limit,
-            Some(10 * 1024 * 1024)
-        );
-        assert_eq!(
-            p.bucket("avatars").unwrap().file_size_limit,
-            Some(50 * 1024 * 1024)
-        );
-        assert_eq!(
-            p.bucket("big").unwrap().file_size_limit,
-            Some(50 * 1024 * 1024)
-        );
+        assert_eq!(p.bucket("uploads").unwrap().file_size_limit, Some(10 * 1024 * 1024));
+        assert_eq!(p.bucket("avatars").unwrap().file_size_limit, Some(50 * 1024 * 1024));
+        assert_eq!(p.bucket("big").unwrap().file_size_limit, Some(50 * 1024 * 1024));
         assert!(p.bucket("avatars").unwrap().public);
         assert!(!p.bucket("uploads").unwrap().public);
     }
@@ -415,9 +375,7 @@ mod tests {
     fn over_the_limit_is_413_and_at_the_limit_is_allowed() {
         let p = StoragePolicy::from_json(EXAMPLE).unwrap();
         assert!(p.allow("uploads", 10 * 1024 * 1024, "image/png").is_ok());
-        let e = p
-            .allow("uploads", 10 * 1024 * 1024 + 1, "image/png")
-            .unwrap_err();
+        let e = p.allow("uploads", 10 * 1024 * 1024 + 1, "image/png").unwrap_err();
         assert_eq!((e.status(), e.code()), (413, "file_too_large"));
         assert_eq!(e.details().unwrap()["limit_bytes"], 10 * 1024 * 1024);
     }
@@ -458,14 +416,8 @@ mod tests {
                 r#"{"buckets": {"uploads": {"file_size_limit": "lots"}}}"#,
                 "buckets.uploads.file_size_limit",
             ),
-            (
-                r#"{"buckets": {"uploads": {"file_size_limit": 0}}}"#,
-                "positive",
-            ),
-            (
-                r#"{"buckets": {"uploads": {"file_size_limit": -5}}}"#,
-                "whole number",
-            ),
+            (r#"{"buckets": {"uploads": {"file_size_limit": 0}}}"#, "positive"),
+            (r#"{"buckets": {"uploads": {"file_size_limit": -5}}}"#, "whole number"),
             (
                 r#"{"buckets": {"uploads": {"allowed_mime_types": ["image"]}}}"#,
                 "allowed_mime_types",
@@ -487,9 +439,6 @@ mod tests {
     fn an_absent_variable_means_no_buckets() {
         let p = StoragePolicy::from_lookup(|_| None).unwrap();
         assert_eq!(p.buckets().count(), 0);
-        assert_eq!(
-            p.allow("uploads", 1, "image/png").unwrap_err().status(),
-            404
-        );
+        assert_eq!(p.allow("uploads", 1, "image/png").unwrap_err().status(), 404);
     }
 }

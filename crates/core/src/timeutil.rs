@@ -130,23 +130,9 @@ impl Scan<'_> {
     }
 }
 
-fn civil_to_ms(
-    year: i64,
-    month: u32,
-    day: u32,
-    h: u32,
-    mi: u32,
-    s: u32,
-    millis: u32,
-) -> Result<i64, TimeError> {
+fn civil_to_ms(year: i64, month: u32, day: u32, h: u32, mi: u32, s: u32, millis: u32) -> Result<i64, TimeError> {
     // Second 60 is a leap second; it lands on the next minute's :00.
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || h > 23
-        || mi > 59
-        || s > 60
-    {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || h > 23 || mi > 59 || s > 60 {
         return Err(TimeError::OutOfRange);
     }
     let secs = days_from_civil(year, month, day) * 86_400 + i64::from(h * 3600 + mi * 60 + s);
@@ -266,10 +252,7 @@ fn month_index(name: &str) -> Option<u32> {
 }
 
 fn hms(s: &str) -> Result<(u32, u32, u32), TimeError> {
-    let mut p = Scan {
-        b: s.as_bytes(),
-        i: 0,
-    };
+    let mut p = Scan { b: s.as_bytes(), i: 0 };
     let h = p.digits(2)?;
     p.eat(b':')?;
     let m = p.digits(2)?;
@@ -303,15 +286,7 @@ pub fn parse_http_date(s: &str) -> Result<i64, TimeError> {
             };
             let (h, mi, sec) = hms(t)?;
             let month = month_index(mon).ok_or(TimeError::Format)?;
-            return civil_to_ms(
-                i64::from(num(y, 4..=4)?),
-                month,
-                num(d, 2..=2)?,
-                h,
-                mi,
-                sec,
-                0,
-            );
+            return civil_to_ms(i64::from(num(y, 4..=4)?), month, num(d, 2..=2)?, h, mi, sec, 0);
         }
         if WEEKDAYS_LONG.contains(&wd) {
             // RFC 850: 06-Nov-94 08:49:37 GMT; two-digit years within 50
@@ -342,15 +317,7 @@ pub fn parse_http_date(s: &str) -> Result<i64, TimeError> {
     }
     let (h, mi, sec) = hms(t)?;
     let month = month_index(mon).ok_or(TimeError::Format)?;
-    civil_to_ms(
-        i64::from(num(y, 4..=4)?),
-        month,
-        num(d, 1..=2)?,
-        h,
-        mi,
-        sec,
-        0,
-    )
+    civil_to_ms(i64::from(num(y, 4..=4)?), month, num(d, 1..=2)?, h, mi, sec, 0)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, or a sum of them without
@@ -371,9 +338,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, TimeError> {
         if i == start || i - start > 15 {
             return Err(TimeError::Duration);
         }
-        let n: u64 = s.trim()[start..i]
-            .parse()
-            .map_err(|_| TimeError::Duration)?;
+        let n: u64 = s.trim()[start..i].parse().map_err(|_| TimeError::Duration)?;
         let unit_start = i;
         while i < b.len() && b[i].is_ascii_alphabetic() {
             i += 1;
@@ -402,45 +367,24 @@ mod tests {
     #[test]
     fn formats_utc_with_millis() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            format_rfc3339_ms(1_700_000_000_123),
-            "2023-11-14T22:13:20.123Z"
-        );
+        assert_eq!(format_rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(
-            format_rfc3339_ms(951_782_400_000),
-            "2000-02-29T00:00:00.000Z"
-        );
+        assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339_ms(i64::MIN), "0000-01-01T00:00:00.000Z");
     }
 
     #[test]
     fn parses_rfc3339_with_offsets_and_fractions() {
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14T22:13:20.123Z"),
-            Ok(1_700_000_000_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14T23:13:20.123+01:00"),
-            Ok(1_700_000_000_123)
-        );
+        assert_eq!(parse_rfc3339_ms("2023-11-14T22:13:20.123Z"), Ok(1_700_000_000_123));
+        assert_eq!(parse_rfc3339_ms("2023-11-14T23:13:20.123+01:00"), Ok(1_700_000_000_123));
         assert_eq!(
             parse_rfc3339_ms("2023-11-14T22:13:20.123456+00:00"),
             Ok(1_700_000_000_123)
         );
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14 22:13:20.1+00"),
-            Ok(1_700_000_000_100)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14t17:13:20-05:00"),
-            Ok(1_700_000_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2016-12-31T23:59:60Z"),
-            Ok(1_483_228_800_000)
-        );
+        assert_eq!(parse_rfc3339_ms("2023-11-14 22:13:20.1+00"), Ok(1_700_000_000_100));
+        assert_eq!(parse_rfc3339_ms("2023-11-14t17:13:20-05:00"), Ok(1_700_000_000_000));
+        assert_eq!(parse_rfc3339_ms("2016-12-31T23:59:60Z"), Ok(1_483_228_800_000));
     }
 
     #[test]
@@ -472,26 +416,14 @@ mod tests {
 
     #[test]
     fn http_date_round_trips_in_imf_fixdate() {
-        assert_eq!(
-            format_http_date(784_111_777_000),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Ok(784_111_777_000)
-        );
+        assert_eq!(format_http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Ok(784_111_777_000));
     }
 
     #[test]
     fn http_date_accepts_the_obsolete_forms() {
-        assert_eq!(
-            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
-            Ok(784_111_777_000)
-        );
-        assert_eq!(
-            parse_http_date("Sun Nov  6 08:49:37 1994"),
-            Ok(784_111_777_000)
-        );
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Ok(784_111_777_000));
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Ok(784_111_777_000));
         assert_eq!(
             parse_http_date("Thursday, 01-Jan-26 00:00:00 GMT").map(format_rfc3339_ms),
             Ok("2026-01-01T00:00:00.000Z".into())

@@ -86,16 +86,10 @@ impl Field {
         Field::of(Kind::String(StringRules::default()))
     }
     pub fn integer() -> Field {
-        Field::of(Kind::Integer {
-            min: None,
-            max: None,
-        })
+        Field::of(Kind::Integer { min: None, max: None })
     }
     pub fn number() -> Field {
-        Field::of(Kind::Number {
-            min: None,
-            max: None,
-        })
+        Field::of(Kind::Number { min: None, max: None })
     }
     pub fn boolean() -> Field {
         Field::of(Kind::Boolean)
@@ -122,10 +116,7 @@ impl Field {
     }
 
     fn of(kind: Kind) -> Field {
-        Field {
-            kind,
-            required: false,
-        }
+        Field { kind, required: false }
     }
 
     pub fn required(mut self) -> Field {
@@ -227,20 +218,12 @@ impl Field {
                 Value::Array(items),
             ) => {
                 if let Some(m) = min_items.filter(|m| items.len() < *m) {
-                    out.push(
-                        path,
-                        "too_few_items",
-                        format!("must have at least {m} items"),
-                    );
+                    out.push(path, "too_few_items", format!("must have at least {m} items"));
                 }
                 if let Some(m) = max_items.filter(|m| items.len() > *m) {
                     // Checking every element of an over-long array wastes
                     // CPU on a body we refuse anyway.
-                    out.push(
-                        path,
-                        "too_many_items",
-                        format!("must have at most {m} items"),
-                    );
+                    out.push(path, "too_many_items", format!("must have at most {m} items"));
                     return;
                 }
                 for (i, v) in items.iter().enumerate() {
@@ -250,11 +233,7 @@ impl Field {
                         return;
                     }
                     if v.is_null() {
-                        out.push(
-                            &format!("{path}[{i}]"),
-                            "required",
-                            "must not be null".into(),
-                        );
+                        out.push(&format!("{path}[{i}]"), "required", "must not be null".into());
                     } else {
                         item.check(&format!("{path}[{i}]"), v, out);
                     }
@@ -313,22 +292,14 @@ impl StringRules {
         let limit = self.max_chars.map_or(usize::MAX, |m| m.saturating_add(1));
         let chars = s.chars().take(limit).count();
         if let Some(m) = self.min_chars.filter(|m| chars < *m) {
-            out.push(
-                path,
-                "too_short",
-                format!("must be at least {m} characters"),
-            );
+            out.push(path, "too_short", format!("must be at least {m} characters"));
         }
         if let Some(m) = self.max_chars.filter(|m| chars > *m) {
             out.push(path, "too_long", format!("must be at most {m} characters"));
         }
         if let Some(allowed) = &self.one_of {
             if !allowed.iter().any(|a| a == s) {
-                out.push(
-                    path,
-                    "not_allowed",
-                    format!("must be one of: {}", allowed.join(", ")),
-                );
+                out.push(path, "not_allowed", format!("must be one of: {}", allowed.join(", ")));
             }
         }
         if self.uuid && !crate::ids::is_uuid(s) {
@@ -376,11 +347,7 @@ impl Schema {
         if value.is_object() {
             self.check("", value, &mut out);
         } else {
-            out.push(
-                "",
-                "wrong_type",
-                "request body must be a JSON object".into(),
-            );
+            out.push("", "wrong_type", "request body must be a JSON object".into());
         }
         out.list
     }
@@ -391,11 +358,7 @@ impl Schema {
         if value.is_object() {
             self.check("", value, &mut out);
         } else {
-            out.push(
-                "",
-                "wrong_type",
-                "request body must be a JSON object".into(),
-            );
+            out.push("", "wrong_type", "request body must be a JSON object".into());
         }
         if out.list.is_empty() {
             return Ok(());
@@ -426,12 +389,8 @@ impl Schema {
     pub fn parse<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, ApiError> {
         let value: Value = crate::http::parse_json(body)?;
         self.validate(&value)?;
-        serde_json::from_value(value).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("request body has the wrong shape: {e}"),
-            )
-        })
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("request body has the wrong shape: {e}")))
     }
 
     fn check(&self, path: &str, value: &Value, out: &mut Errors) {
@@ -452,11 +411,7 @@ impl Schema {
                 if !self.fields.iter().any(|(n, _)| n == key) {
                     // Clip what we echo: keys are client-controlled.
                     let shown: String = key.chars().take(64).collect();
-                    out.push(
-                        &join(path, &shown),
-                        "unknown_field",
-                        "is not a known field".into(),
-                    );
+                    out.push(&join(path, &shown), "unknown_field", "is not a known field".into());
                 }
             }
         }
@@ -492,11 +447,7 @@ impl Errors {
         } else {
             path.to_string()
         };
-        self.list.push(FieldError {
-            field,
-            code,
-            message,
-        });
+        self.list.push(FieldError { field, code, message });
     }
 }
 
@@ -507,14 +458,8 @@ mod tests {
 
     fn chat_schema() -> Schema {
         Schema::object()
-            .field(
-                "session_id",
-                Field::string().required().non_blank().max_chars(200),
-            )
-            .field(
-                "message",
-                Field::string().required().min_chars(1).max_chars(10),
-            )
+            .field("session_id", Field::string().required().non_blank().max_chars(200))
+            .field("message", Field::string().required().min_chars(1).max_chars(10))
             .field("priority", Field::integer().range(0, 10))
             .field("temperature", Field::number().range_f64(0.0, 2.0))
             .field("stream", Field::boolean())
@@ -522,15 +467,11 @@ mod tests {
             .field("job_id", Field::uuid())
             .field(
                 "tags",
-                Field::array(Field::string().max_chars(5))
-                    .min_items(1)
-                    .max_items(3),
+                Field::array(Field::string().max_chars(5)).min_items(1).max_items(3),
             )
             .field(
                 "options",
-                Field::object(
-                    Schema::object().field("depth", Field::integer().required().range(1, 3)),
-                ),
+                Field::object(Schema::object().field("depth", Field::integer().required().range(1, 3))),
             )
             .field("metadata", Field::any())
     }
@@ -550,9 +491,7 @@ mod tests {
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -689,18 +628,10 @@ mod tests {
         let schema = Schema::object()
             .field("session_id", Field::string().required())
             .field("priority", Field::integer().range(0, 10));
-        let ok: Body = schema
-            .parse(br#"{"session_id": "s", "priority": 4}"#)
-            .unwrap();
+        let ok: Body = schema.parse(br#"{"session_id": "s", "priority": 4}"#).unwrap();
         assert_eq!((ok.session_id.as_str(), ok.priority), ("s", Some(4)));
-        assert_eq!(
-            schema.parse::<Body>(b"{oops").unwrap_err().code(),
-            "invalid_json"
-        );
-        assert_eq!(
-            schema.parse::<Body>(b"{}").unwrap_err().code(),
-            "validation_failed"
-        );
+        assert_eq!(schema.parse::<Body>(b"{oops").unwrap_err().code(), "invalid_json");
+        assert_eq!(schema.parse::<Body>(b"{}").unwrap_err().code(), "validation_failed");
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
@@ -713,13 +644,7 @@ mod tests {
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(|f| json!(f)),
             ".{0,12}".prop_map(Value::String),
-            prop_oneof![
-                Just("session_id"),
-                Just("tags"),
-                Just("options"),
-                Just("depth")
-            ]
-            .prop_map(|s| json!(s)),
+            prop_oneof![Just("session_id"), Just("tags"), Just("options"), Just("depth")].prop_map(|s| json!(s)),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![

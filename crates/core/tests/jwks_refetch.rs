@@ -27,8 +27,7 @@ fn jwk(seed: u8, kid: &str) -> Value {
 }
 
 fn es256(seed: u8, kid: &str) -> String {
-    let header =
-        URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string());
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string());
     let claims = json!({"sub": "u-1", "role": "authenticated", "exp": T0 / 1000 + 3600});
     let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
     let sig: p256::ecdsa::Signature = key(seed).sign(input.as_bytes());
@@ -67,10 +66,7 @@ fn unknown_kid_triggers_one_refetch_that_finds_the_rotated_key() {
     // Cold start: one fetch, the old key verifies.
     assert!(verify(&es256(1, "old"), T0).is_ok());
     assert_eq!(server.requests().len(), 1);
-    assert_eq!(
-        server.requests()[0].path(),
-        "/auth/v1/.well-known/jwks.json"
-    );
+    assert_eq!(server.requests()[0].path(), "/auth/v1/.well-known/jwks.json");
 
     // 40 s later a token signed with the rotated-in key: one refetch, accepted.
     let claims = verify(&es256(2, "new"), T0 + 40_000).unwrap();
@@ -189,16 +185,12 @@ fn hs256_tokens_never_fetch_keys() {
     let server = rotating_server();
     let secret = b"local-secret-local-secret-local-secret".to_vec();
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload =
-        URL_SAFE_NO_PAD.encode(json!({"role": "anon", "exp": T0 / 1000 + 60}).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(json!({"role": "anon", "exp": T0 / 1000 + 60}).to_string());
     let input = format!("{header}.{payload}");
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
     mac.update(input.as_bytes());
-    let token = format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    );
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
     let cache = Mutex::new(JwksCache::default());
     let claims = block_on(verify_with_remote_jwks(
         &NativeClient,

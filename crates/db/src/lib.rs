@@ -41,7 +41,11 @@ impl std::fmt::Display for DbError {
             DbError::Transport(e) => write!(f, "database unreachable: {e}"),
             DbError::Api {
                 status, code, message, ..
-            } => write!(f, "database error {status} {}: {message}", code.as_deref().unwrap_or("-")),
+            } => write!(
+                f,
+                "database error {status} {}: {message}",
+                code.as_deref().unwrap_or("-")
+            ),
             DbError::Decode(m) => write!(f, "unexpected database answer: {m}"),
         }
     }
@@ -129,9 +133,12 @@ impl<C: HttpClient> Db<C> {
     /// as SQL NULL (postrust-server passes an empty string).
     pub async fn rpc<T: DeserializeOwned>(&self, function: &str, args: &Value) -> Result<T, DbError> {
         let body = match args {
-            Value::Object(map) => {
-                Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
-            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             other => other.clone(),
         };
         let builder = self.postgrest.rpc(function, body.to_string());
@@ -201,7 +208,11 @@ fn api_error(status: u16, body: &[u8]) -> DbError {
 }
 
 fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, DbError> {
-    let body: &[u8] = if body.is_empty() || status == 204 { b"null" } else { body };
+    let body: &[u8] = if body.is_empty() || status == 204 {
+        b"null"
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| DbError::Decode(e.to_string()))
 }
 
@@ -213,7 +224,12 @@ mod tests {
     #[test]
     fn rpc_posts_named_args_with_both_keys() {
         let server = FakeServer::start(|_, _| json_response(200, "{\"ok\":true}"));
-        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1/", server.base_url), "anon-key", "user-jwt");
+        let db = Db::new(
+            edgeworks_testkit::NativeClient,
+            &format!("{}/rest/v1/", server.base_url),
+            "anon-key",
+            "user-jwt",
+        );
         let v: Value = block_on(db.rpc("claim_jobs", &serde_json::json!({"p_batch": 5, "p_kinds": null}))).unwrap();
         assert_eq!(v["ok"], true);
         let got = &server.requests()[0];
@@ -229,9 +245,17 @@ mod tests {
     #[test]
     fn postgrest_errors_keep_sqlstate_and_message() {
         let server = FakeServer::start(|_, _| {
-            json_response(400, r#"{"code":"P0001","message":"lease_lost","details":null,"hint":null}"#)
+            json_response(
+                400,
+                r#"{"code":"P0001","message":"lease_lost","details":null,"hint":null}"#,
+            )
         });
-        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1", server.base_url), "k", "t");
+        let db = Db::new(
+            edgeworks_testkit::NativeClient,
+            &format!("{}/rest/v1", server.base_url),
+            "k",
+            "t",
+        );
         let err = block_on(db.rpc::<Value>("complete_job", &serde_json::json!({}))).unwrap_err();
         assert_eq!(err.code(), Some("P0001"));
         assert_eq!(err.message(), "lease_lost");
@@ -241,8 +265,14 @@ mod tests {
     #[test]
     fn table_queries_use_postgrest_filter_syntax() {
         let server = FakeServer::start(|_, _| json_response(200, "[]"));
-        let db = Db::new(edgeworks_testkit::NativeClient, &format!("{}/rest/v1", server.base_url), "k", "t");
-        let rows: Vec<Value> = block_on(db.execute(db.from("jobs").select("id,status").eq("status", "pending").limit(3))).unwrap();
+        let db = Db::new(
+            edgeworks_testkit::NativeClient,
+            &format!("{}/rest/v1", server.base_url),
+            "k",
+            "t",
+        );
+        let rows: Vec<Value> =
+            block_on(db.execute(db.from("jobs").select("id,status").eq("status", "pending").limit(3))).unwrap();
         assert!(rows.is_empty());
         let got = &server.requests()[0];
         assert_eq!(got.path(), "/rest/v1/jobs");
@@ -252,8 +282,17 @@ mod tests {
 
     #[test]
     fn unreachable_database_maps_to_503() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let db = Db::new(edgeworks_testkit::NativeClient, &format!("http://127.0.0.1:{port}/rest/v1"), "k", "t");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let db = Db::new(
+            edgeworks_testkit::NativeClient,
+            &format!("http://127.0.0.1:{port}/rest/v1"),
+            "k",
+            "t",
+        );
         let err = block_on(db.rpc::<Value>("x", &serde_json::json!({}))).unwrap_err();
         assert!(matches!(err, DbError::Transport(_)));
         assert_eq!(ApiError::from(err).status(), 503);

@@ -75,9 +75,7 @@ fn classify(e: DbError, job_id: Option<&str>) -> QueueError {
     let job_id = job_id.unwrap_or("").to_string();
     match &e {
         DbError::Api {
-            code: Some(c),
-            message,
-            ..
+            code: Some(c), message, ..
         } => match c.as_str() {
             SQLSTATE_LEASE_LOST => QueueError::LeaseLost {
                 job_id,
@@ -90,9 +88,7 @@ fn classify(e: DbError, job_id: Option<&str>) -> QueueError {
             "42501" => QueueError::Forbidden,
             _ => QueueError::Db(e),
         },
-        DbError::Api {
-            status: 401 | 403, ..
-        } => QueueError::Forbidden,
+        DbError::Api { status: 401 | 403, .. } => QueueError::Forbidden,
         _ => QueueError::Db(e),
     }
 }
@@ -401,11 +397,7 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
         args: &Value,
         job_id: Option<&str>,
     ) -> Result<T, QueueError> {
-        let raw: Value = self
-            .db
-            .rpc(function, args)
-            .await
-            .map_err(|e| classify(e, job_id))?;
+        let raw: Value = self.db.rpc(function, args).await.map_err(|e| classify(e, job_id))?;
         decode(function, raw)
     }
 
@@ -438,8 +430,7 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
             job.validate()?;
         }
         let items: Vec<Value> = jobs.iter().map(NewJob::to_item).collect();
-        self.call("enqueue_jobs", &json!({ "p_jobs": items }), None)
-            .await
+        self.call("enqueue_jobs", &json!({ "p_jobs": items }), None).await
     }
 
     /// Claims up to `req.batch` jobs (highest priority, then oldest) under a
@@ -463,22 +454,16 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
             "p_lease_token": lease.token,
             "p_result": result,
         });
-        self.call_row("complete_job", &args, Some(&lease.job_id))
-            .await
+        self.call_row("complete_job", &args, Some(&lease.job_id)).await
     }
 
     /// Completes several held jobs in one transaction (`complete_jobs`). A
     /// stale lease is not an error here: its entry comes back with
     /// `completed == false` and the job's current status.
-    pub async fn complete_many(
-        &self,
-        completions: &[(Lease, Option<Value>)],
-    ) -> Result<Vec<Completion>, QueueError> {
+    pub async fn complete_many(&self, completions: &[(Lease, Option<Value>)]) -> Result<Vec<Completion>, QueueError> {
         let items: Vec<Value> = completions
             .iter()
-            .map(|(lease, result)| {
-                json!({ "job": lease.job_id, "lease_token": lease.token, "result": result })
-            })
+            .map(|(lease, result)| json!({ "job": lease.job_id, "lease_token": lease.token, "result": result }))
             .collect();
         self.call("complete_jobs", &json!({ "p_completions": items }), None)
             .await
@@ -495,9 +480,7 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
         retry_after_ms: Option<u32>,
     ) -> Result<Job, QueueError> {
         if retry_after_ms.is_some_and(|ms| ms > i32::MAX as u32) {
-            return Err(QueueError::InvalidArgument(
-                "retry_after_ms is too large".into(),
-            ));
+            return Err(QueueError::InvalidArgument("retry_after_ms is too large".into()));
         }
         let args = json!({
             "p_job": lease.job_id,
@@ -522,17 +505,14 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
     /// Records progress (0 to 100) of a held job.
     pub async fn report_progress(&self, lease: &Lease, progress: u8) -> Result<u8, QueueError> {
         if progress > 100 {
-            return Err(QueueError::InvalidArgument(
-                "progress must be between 0 and 100".into(),
-            ));
+            return Err(QueueError::InvalidArgument("progress must be between 0 and 100".into()));
         }
         let args = json!({
             "p_job": lease.job_id,
             "p_lease_token": lease.token,
             "p_progress": progress,
         });
-        self.call("report_progress", &args, Some(&lease.job_id))
-            .await
+        self.call("report_progress", &args, Some(&lease.job_id)).await
     }
 
     /// Cancels a job that has not finished (a finished one comes back as it
@@ -553,8 +533,7 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
 
     /// Counts and timings of one queue (timings over the last hour).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
-        self.call("queue_stats", &json!({ "p_queue": queue }), None)
-            .await
+        self.call("queue_stats", &json!({ "p_queue": queue }), None).await
     }
 
     /// Requeues (or fails, when out of attempts) every job whose lease
@@ -566,11 +545,7 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
     /// Deletes up to `limit` finished jobs older than `retention_seconds`
     /// (with their events), and workers silent for as long. Call again while
     /// `jobs_deleted == limit`.
-    pub async fn cleanup(
-        &self,
-        retention_seconds: u32,
-        limit: u32,
-    ) -> Result<CleanupReport, QueueError> {
+    pub async fn cleanup(&self, retention_seconds: u32, limit: u32) -> Result<CleanupReport, QueueError> {
         let args = json!({
             "p_retention_seconds": retention_seconds,
             "p_limit": limit,
@@ -596,17 +571,14 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
 }
 
 fn decode<T: DeserializeOwned>(function: &str, raw: Value) -> Result<T, QueueError> {
-    serde_json::from_value(raw)
-        .map_err(|e| QueueError::Db(DbError::Decode(format!("{function}: {e}"))))
+    serde_json::from_value(raw).map_err(|e| QueueError::Db(DbError::Decode(format!("{function}: {e}"))))
 }
 
 fn check_uuid(job_id: &str) -> Result<(), QueueError> {
     if is_uuid(job_id) {
         Ok(())
     } else {
-        Err(QueueError::InvalidArgument(format!(
-            "job id {job_id:?} is not a uuid"
-        )))
+        Err(QueueError::InvalidArgument(format!("job id {job_id:?} is not a uuid")))
     }
 }
 
@@ -690,9 +662,7 @@ mod tests {
         let rows = format!("[{}]", job_row("pending"));
         let server = FakeServer::start(move |_, _| json_response(200, &rows));
         let db = db(&server);
-        let jobs =
-            block_on(JobQueue::new(&db).enqueue_many(&[NewJob::new("chat", "k", json!({}))]))
-                .unwrap();
+        let jobs = block_on(JobQueue::new(&db).enqueue_many(&[NewJob::new("chat", "k", json!({}))])).unwrap();
         assert_eq!(jobs.len(), 1);
         let (path, args) = body(&server, 0);
         assert_eq!(path, "/rpc/enqueue_jobs");
@@ -743,8 +713,7 @@ mod tests {
     fn empty_claim_is_an_empty_vector() {
         let server = FakeServer::start(|_, _| json_response(200, "[]"));
         let db = db(&server);
-        let claimed =
-            block_on(JobQueue::new(&db).claim(&ClaimRequest::new("w1", &["chat"]))).unwrap();
+        let claimed = block_on(JobQueue::new(&db).claim(&ClaimRequest::new("w1", &["chat"]))).unwrap();
         assert!(claimed.is_empty());
     }
 
@@ -761,8 +730,7 @@ mod tests {
             job_id: JOB.into(),
             token: TOKEN.into(),
         };
-        let err =
-            block_on(JobQueue::new(&db).complete(&lease, Some(&json!({"ok": true})))).unwrap_err();
+        let err = block_on(JobQueue::new(&db).complete(&lease, Some(&json!({"ok": true})))).unwrap_err();
         assert!(matches!(&err, QueueError::LeaseLost { job_id, .. } if job_id == JOB));
         let api = ApiError::from(err);
         assert_eq!((api.status(), api.code()), (409, "lease_lost"));
@@ -852,8 +820,7 @@ mod tests {
             )
         });
         let db = db(&server);
-        let err = block_on(JobQueue::new(&db).claim(&ClaimRequest::new("w", &["q"]).batch(5000)))
-            .unwrap_err();
+        let err = block_on(JobQueue::new(&db).claim(&ClaimRequest::new("w", &["q"]).batch(5000))).unwrap_err();
         assert_eq!(
             err,
             QueueError::InvalidArgument("p_batch must be between 1 and 1000".into())
@@ -864,10 +831,7 @@ mod tests {
     #[test]
     fn other_database_errors_stay_internal() {
         let server = FakeServer::start(|_, _| {
-            json_response(
-                500,
-                r#"{"code":"XX000","message":"boom","details":null,"hint":null}"#,
-            )
+            json_response(500, r#"{"code":"XX000","message":"boom","details":null,"hint":null}"#)
         });
         let db = db(&server);
         let err = block_on(JobQueue::new(&db).requeue_expired()).unwrap_err();
@@ -877,18 +841,14 @@ mod tests {
 
     #[test]
     fn fail_sends_retry_hint_and_decodes_retrying_row() {
-        let row = job_row("retrying").replace(
-            &format!("\"lease_token\":\"{TOKEN}\""),
-            "\"lease_token\":null",
-        );
+        let row = job_row("retrying").replace(&format!("\"lease_token\":\"{TOKEN}\""), "\"lease_token\":null");
         let server = FakeServer::start(move |_, _| json_response(200, &row));
         let db = db(&server);
         let lease = Lease {
             job_id: JOB.into(),
             token: TOKEN.into(),
         };
-        let job =
-            block_on(JobQueue::new(&db).fail(&lease, "rate limited", true, Some(1500))).unwrap();
+        let job = block_on(JobQueue::new(&db).fail(&lease, "rate limited", true, Some(1500))).unwrap();
         assert_eq!(job.status, JobStatus::Retrying);
         assert_eq!(job.lease_token, None);
         let (path, args) = body(&server, 0);

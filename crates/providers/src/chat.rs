@@ -114,16 +114,8 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         use ProviderErrorKind::*;
         match self.kind {
-            RateLimited { .. }
-            | ServerError { .. }
-            | Timeout { .. }
-            | Network { .. }
-            | EmptyResponse { .. } => true,
-            BadRequest { .. }
-            | Auth { .. }
-            | SafetyBlocked { .. }
-            | PromptBlocked { .. }
-            | Decode { .. } => false,
+            RateLimited { .. } | ServerError { .. } | Timeout { .. } | Network { .. } | EmptyResponse { .. } => true,
+            BadRequest { .. } | Auth { .. } | SafetyBlocked { .. } | PromptBlocked { .. } | Decode { .. } => false,
         }
     }
 
@@ -181,12 +173,8 @@ impl fmt::Display for ProviderError {
                 write!(f, "{p} withheld the answer for safety reasons ({reason})")
             }
             PromptBlocked { reason } => write!(f, "{p} blocked the question ({reason})"),
-            EmptyResponse {
-                finish_reason: Some(r),
-            } => write!(f, "{p} returned no answer text (finish reason {r})"),
-            EmptyResponse {
-                finish_reason: None,
-            } => write!(f, "{p} returned no answer text"),
+            EmptyResponse { finish_reason: Some(r) } => write!(f, "{p} returned no answer text (finish reason {r})"),
+            EmptyResponse { finish_reason: None } => write!(f, "{p} returned no answer text"),
             Decode { message } => write!(f, "{p} sent an unreadable response: {message}"),
         }
     }
@@ -248,20 +236,14 @@ impl std::error::Error for ConfigError {}
 
 impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
-        ApiError::new(
-            500,
-            "misconfigured",
-            format!("the function is misconfigured: {e}"),
-        )
+        ApiError::new(500, "misconfigured", format!("the function is misconfigured: {e}"))
     }
 }
 
 /// Reads `name` through `lookup`, treating empty or blank values as unset
 /// (the runtime passes unset secrets as empty strings).
 pub(crate) fn env_var(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    lookup(name)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// The chat provider for this deployment.
@@ -279,16 +261,13 @@ impl ChatProvider {
         let choice = env_var(&lookup, "AI_PROVIDER").map(|v| v.to_ascii_lowercase());
         match choice.as_deref() {
             Some("offline") => Ok(ChatProvider::Offline(OfflineProvider)),
-            Some("gemini") => Ok(ChatProvider::Gemini(GeminiClient::new(
+            Some("gemini") => Ok(ChatProvider::Gemini(GeminiClient::new(GeminiConfig::from_lookup(
+                &lookup,
+            )?))),
+            Some(_) => Err(ConfigError::new("AI_PROVIDER", "must be \"gemini\" or \"offline\"")),
+            None if env_var(&lookup, "GEMINI_API_KEY").is_some() => Ok(ChatProvider::Gemini(GeminiClient::new(
                 GeminiConfig::from_lookup(&lookup)?,
             ))),
-            Some(_) => Err(ConfigError::new(
-                "AI_PROVIDER",
-                "must be \"gemini\" or \"offline\"",
-            )),
-            None if env_var(&lookup, "GEMINI_API_KEY").is_some() => Ok(ChatProvider::Gemini(
-                GeminiClient::new(GeminiConfig::from_lookup(&lookup)?),
-            )),
             None => Ok(ChatProvider::Offline(OfflineProvider)),
         }
     }
@@ -326,12 +305,7 @@ mod tests {
     use super::*;
 
     fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -343,8 +317,7 @@ mod tests {
 
     #[test]
     fn a_key_selects_gemini() {
-        let p =
-            ChatProvider::from_lookup(lookup(&[("GEMINI_API_KEY", "AIzaTestKey123456")])).unwrap();
+        let p = ChatProvider::from_lookup(lookup(&[("GEMINI_API_KEY", "AIzaTestKey123456")])).unwrap();
         assert_eq!(p.name(), "gemini");
         assert_eq!(p.model(), "gemini-2.0-flash");
     }
@@ -413,8 +386,6 @@ mod tests {
         let api: ApiError = ConfigError::new("GEMINI_TOP_K", "must be a whole number").into();
         assert_eq!(api.status(), 500);
         assert_eq!(api.code(), "misconfigured");
-        assert!(api
-            .message()
-            .contains("GEMINI_TOP_K must be a whole number"));
+        assert!(api.message().contains("GEMINI_TOP_K must be a whole number"));
     }
 }

@@ -34,9 +34,7 @@ use edgeworks_core::{Method, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::chat::{
-    env_var, Completion, ConfigError, FinishReason, ProviderError, ProviderErrorKind, Usage,
-};
+use crate::chat::{env_var, Completion, ConfigError, FinishReason, ProviderError, ProviderErrorKind, Usage};
 
 pub const PROVIDER: &str = "gemini";
 pub const DEFAULT_MODEL: &str = "gemini-2.0-flash";
@@ -97,8 +95,8 @@ impl GeminiConfig {
     /// Reads the `GEMINI_*` variables (see the module doc). Every problem is
     /// reported with the variable's name and never its value.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let api_key = env_var(&lookup, "GEMINI_API_KEY")
-            .ok_or_else(|| ConfigError::new("GEMINI_API_KEY", "is not set"))?;
+        let api_key =
+            env_var(&lookup, "GEMINI_API_KEY").ok_or_else(|| ConfigError::new("GEMINI_API_KEY", "is not set"))?;
         let model = match env_var(&lookup, "GEMINI_MODEL") {
             Some(m) => normalize_model(&m)?,
             None => DEFAULT_MODEL.to_string(),
@@ -112,22 +110,10 @@ impl GeminiConfig {
             base_url,
             model,
             temperature: float_var(&lookup, "GEMINI_TEMPERATURE", DEFAULT_TEMPERATURE, 0.0, 2.0)?,
-            max_output_tokens: whole_var(
-                &lookup,
-                "GEMINI_MAX_TOKENS",
-                DEFAULT_MAX_OUTPUT_TOKENS,
-                1,
-                u32::MAX,
-            )?,
+            max_output_tokens: whole_var(&lookup, "GEMINI_MAX_TOKENS", DEFAULT_MAX_OUTPUT_TOKENS, 1, u32::MAX)?,
             top_p: float_var(&lookup, "GEMINI_TOP_P", DEFAULT_TOP_P, 0.0, 1.0)?,
             top_k: whole_var(&lookup, "GEMINI_TOP_K", DEFAULT_TOP_K, 1, u32::MAX)?,
-            timeout_ms: whole_var(
-                &lookup,
-                "GEMINI_TIMEOUT_MS",
-                DEFAULT_TIMEOUT_MS,
-                1,
-                MAX_TIMEOUT_MS,
-            )?,
+            timeout_ms: whole_var(&lookup, "GEMINI_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, 1, MAX_TIMEOUT_MS)?,
         })
     }
 }
@@ -144,10 +130,7 @@ fn float_var(
     };
     match raw.parse::<f64>() {
         Ok(v) if v.is_finite() && (min..=max).contains(&v) => Ok(v),
-        _ => Err(ConfigError::new(
-            name,
-            format!("must be a number from {min} to {max}"),
-        )),
+        _ => Err(ConfigError::new(name, format!("must be a number from {min} to {max}"))),
     }
 }
 
@@ -180,11 +163,8 @@ fn whole_var(
 /// the characters model ids use are allowed.
 fn normalize_model(raw: &str) -> Result<String, ConfigError> {
     let id = raw.strip_prefix("models/").unwrap_or(raw).replace('_', "-");
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let valid =
+        !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if valid {
         Ok(id)
     } else {
@@ -292,8 +272,7 @@ impl GeminiClient {
     pub fn build_request(&self, conversation: &Conversation) -> Request {
         let mut req = Request::new(Method::Post, self.endpoint());
         req.headers.set("content-type", "application/json");
-        req.headers
-            .set("x-goog-api-key", self.config.api_key.as_str());
+        req.headers.set("x-goog-api-key", self.config.api_key.as_str());
         // Serialising a `Value` cannot fail; an empty body would only earn a 400.
         req.body = serde_json::to_vec(&self.request_body(conversation)).unwrap_or_default();
         req
@@ -324,11 +303,7 @@ impl GeminiClient {
     /// Turns an HTTP response into an answer or a typed failure.
     /// `conversation` is only used to estimate usage when the provider
     /// reports none.
-    pub fn parse_response(
-        &self,
-        conversation: &Conversation,
-        resp: &Response,
-    ) -> Result<Completion, ProviderError> {
+    pub fn parse_response(&self, conversation: &Conversation, resp: &Response) -> Result<Completion, ProviderError> {
         if (200..300).contains(&resp.status) {
             self.parse_success(conversation, &resp.body)
         } else {
@@ -336,11 +311,7 @@ impl GeminiClient {
         }
     }
 
-    fn parse_success(
-        &self,
-        conversation: &Conversation,
-        body: &[u8],
-    ) -> Result<Completion, ProviderError> {
+    fn parse_success(&self, conversation: &Conversation, body: &[u8]) -> Result<Completion, ProviderError> {
         let err = |kind| ProviderError::new(PROVIDER, kind);
         let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
             err(ProviderErrorKind::Decode {
@@ -351,15 +322,10 @@ impl GeminiClient {
             return Err(err(ProviderErrorKind::PromptBlocked { reason }));
         }
         let Some(candidate) = wire.candidates.unwrap_or_default().into_iter().next() else {
-            return Err(err(ProviderErrorKind::EmptyResponse {
-                finish_reason: None,
-            }));
+            return Err(err(ProviderErrorKind::EmptyResponse { finish_reason: None }));
         };
         let finish = candidate.finish_reason;
-        if let Some(reason) = finish
-            .as_deref()
-            .filter(|r| BLOCKING_FINISH_REASONS.contains(r))
-        {
+        if let Some(reason) = finish.as_deref().filter(|r| BLOCKING_FINISH_REASONS.contains(r)) {
             return Err(err(ProviderErrorKind::SafetyBlocked {
                 reason: reason.to_string(),
             }));
@@ -375,9 +341,7 @@ impl GeminiClient {
             .filter_map(|p| p.text)
             .collect();
         if text.trim().is_empty() {
-            return Err(err(ProviderErrorKind::EmptyResponse {
-                finish_reason: finish,
-            }));
+            return Err(err(ProviderErrorKind::EmptyResponse { finish_reason: finish }));
         }
         let finish_reason = match finish.as_deref() {
             Some("STOP") => FinishReason::Stop,
@@ -439,14 +403,11 @@ impl GeminiClient {
             .unwrap_or_else(|| format!("HTTP {status} without an error message"));
         let kind = match status {
             429 => ProviderErrorKind::RateLimited {
-                retry_after_ms: retry_after_header_ms(resp)
-                    .max(error.as_ref().and_then(retry_info_ms)),
+                retry_after_ms: retry_after_header_ms(resp).max(error.as_ref().and_then(retry_info_ms)),
                 message,
             },
             401 | 403 => ProviderErrorKind::Auth { status, message },
-            400 if error.as_ref().is_some_and(is_key_problem) => {
-                ProviderErrorKind::Auth { status, message }
-            }
+            400 if error.as_ref().is_some_and(is_key_problem) => ProviderErrorKind::Auth { status, message },
             408 | 500..=599 => ProviderErrorKind::ServerError { status, message },
             400..=499 => ProviderErrorKind::BadRequest { status, message },
             _ => ProviderErrorKind::Decode {
@@ -491,16 +452,13 @@ fn error_object(body: &[u8]) -> Option<Value> {
 /// An invalid or expired key comes back as 400 INVALID_ARGUMENT with an
 /// `ErrorInfo` detail whose reason starts with `API_KEY_`.
 fn is_key_problem(error: &Value) -> bool {
-    error
-        .get("details")
-        .and_then(Value::as_array)
-        .is_some_and(|details| {
-            details.iter().any(|d| {
-                d.get("reason")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| r.starts_with("API_KEY_"))
-            })
+    error.get("details").and_then(Value::as_array).is_some_and(|details| {
+        details.iter().any(|d| {
+            d.get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.starts_with("API_KEY_"))
         })
+    })
 }
 
 /// `Retry-After` as delta-seconds. The HTTP-date form would need a clock and
@@ -510,11 +468,7 @@ fn retry_after_header_ms(resp: &Response) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(
-        v.parse::<u64>()
-            .unwrap_or(u64::MAX / 1000)
-            .saturating_mul(1000),
-    )
+    Some(v.parse::<u64>().unwrap_or(u64::MAX / 1000).saturating_mul(1000))
 }
 
 /// The `retryDelay` of a `google.rpc.RetryInfo` detail.
@@ -544,10 +498,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     let whole_ms = if whole.is_empty() {
         0
     } else {
-        whole
-            .parse::<u64>()
-            .unwrap_or(u64::MAX / 1000)
-            .saturating_mul(1000)
+        whole.parse::<u64>().unwrap_or(u64::MAX / 1000).saturating_mul(1000)
     };
     let millis: u64 = frac
         .bytes()
@@ -605,12 +556,7 @@ mod tests {
     use super::*;
 
     fn lookup(pairs: Vec<(&'static str, &'static str)>) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     const KEY: &str = "AIzaSyTESTKEY-0123456789abcdef";
@@ -646,8 +592,7 @@ mod tests {
             ("GEMINI_MAX_TOKENS", "-1"),
             ("GEMINI_TIMEOUT_MS", "999999999"),
         ] {
-            let err = GeminiConfig::from_lookup(lookup(vec![("GEMINI_API_KEY", KEY), (name, bad)]))
-                .unwrap_err();
+            let err = GeminiConfig::from_lookup(lookup(vec![("GEMINI_API_KEY", KEY), (name, bad)])).unwrap_err();
             assert_eq!(err.variable, name);
             let shown = err.to_string();
             assert!(shown.starts_with(name), "{shown}");
@@ -667,13 +612,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            (
-                c.temperature,
-                c.max_output_tokens,
-                c.top_p,
-                c.top_k,
-                c.timeout_ms
-            ),
+            (c.temperature, c.max_output_tokens, c.top_p, c.top_k, c.timeout_ms),
             (0.2, 512, 0.95, 8, 1500)
         );
     }
@@ -681,14 +620,8 @@ mod tests {
     #[test]
     fn seed_style_model_names_map_to_api_ids() {
         assert_eq!(normalize_model("gemini_pro").unwrap(), "gemini-pro");
-        assert_eq!(
-            normalize_model("models/gemini-1.5-flash").unwrap(),
-            "gemini-1.5-flash"
-        );
-        assert_eq!(
-            normalize_model("gemini_2.0_flash").unwrap(),
-            "gemini-2.0-flash"
-        );
+        assert_eq!(normalize_model("models/gemini-1.5-flash").unwrap(), "gemini-1.5-flash");
+        assert_eq!(normalize_model("gemini_2.0_flash").unwrap(), "gemini-2.0-flash");
     }
 
     #[test]
@@ -744,9 +677,7 @@ mod tests {
 
     #[test]
     fn scrub_removes_the_key_and_bounds_length() {
-        let client = GeminiClient::new(
-            GeminiConfig::from_lookup(lookup(vec![("GEMINI_API_KEY", KEY)])).unwrap(),
-        );
+        let client = GeminiClient::new(GeminiConfig::from_lookup(lookup(vec![("GEMINI_API_KEY", KEY)])).unwrap());
         let s = client.scrub(&format!("bad key {KEY} here"));
         assert_eq!(s, "bad key [REDACTED] here");
         let long = client.scrub(&"é".repeat(5000));

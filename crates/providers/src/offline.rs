@@ -120,17 +120,9 @@ mod tests {
     #[test]
     fn answer_is_labelled_and_echoes_the_question_and_instructions() {
         let h = [Message::user("hi"), Message::assistant("hello")];
-        let c = OfflineProvider.complete(&conv(
-            "You teach Biology.",
-            &h,
-            "What is\n a   mitochondrion?",
-        ));
+        let c = OfflineProvider.complete(&conv("You teach Biology.", &h, "What is\n a   mitochondrion?"));
         assert!(c.text.starts_with("[offline provider] "), "{}", c.text);
-        assert!(
-            c.text.contains("\"What is a mitochondrion?\""),
-            "{}",
-            c.text
-        );
+        assert!(c.text.contains("\"What is a mitochondrion?\""), "{}", c.text);
         assert!(c.text.contains("You teach Biology."), "{}", c.text);
         assert!(c.text.contains("2 earlier messages"), "{}", c.text);
         assert_eq!(c.provider, "offline");
@@ -144,10 +136,7 @@ mod tests {
         let c = OfflineProvider.complete(&cv);
         assert_eq!(c.usage.prompt_tokens, cv.estimated_tokens);
         assert_eq!(c.usage.completion_tokens, estimate_tokens(&c.text));
-        assert_eq!(
-            c.usage.total_tokens,
-            c.usage.prompt_tokens + c.usage.completion_tokens
-        );
+        assert_eq!(c.usage.total_tokens, c.usage.prompt_tokens + c.usage.completion_tokens);
         assert!(c.usage.estimated);
     }
 

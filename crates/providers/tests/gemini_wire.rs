@@ -18,10 +18,8 @@ fn client(base_url: &str, extra: &[(&'static str, &'static str)]) -> GeminiClien
         ("GEMINI_BASE_URL".into(), base_url.into()),
     ];
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = GeminiConfig::from_lookup(|name| {
-        vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    })
-    .expect("valid test config");
+    let config = GeminiConfig::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("valid test config");
     GeminiClient::new(config)
 }
 
@@ -59,16 +57,12 @@ fn answer(text: &str) -> String {
 }
 
 fn google_error(code: u16, status: &str, message: &str, details: Value) -> String {
-    json!({"error": {"code": code, "message": message, "status": status, "details": details}})
-        .to_string()
+    json!({"error": {"code": code, "message": message, "status": status, "details": details}}).to_string()
 }
 
 fn assert_key_hidden(e: &ProviderError) {
     assert!(!e.to_string().contains(KEY), "Display leaks the key: {e}");
-    assert!(
-        !format!("{e:?}").contains(KEY),
-        "Debug leaks the key: {e:?}"
-    );
+    assert!(!format!("{e:?}").contains(KEY), "Debug leaks the key: {e:?}");
 }
 
 #[test]
@@ -80,11 +74,7 @@ fn success_returns_text_usage_and_model_version() {
     assert_eq!(c.finish_reason, FinishReason::Stop);
     assert_eq!(c.provider, "gemini");
     assert_eq!(
-        (
-            c.usage.prompt_tokens,
-            c.usage.completion_tokens,
-            c.usage.total_tokens
-        ),
+        (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.total_tokens),
         (31, 12, 43)
     );
     assert!(!c.usage.estimated);
@@ -157,12 +147,7 @@ fn server_error_500_is_retryable() {
     let server = FakeServer::start(|_, _| {
         json_response(
             500,
-            &google_error(
-                500,
-                "INTERNAL",
-                "An internal error has occurred.",
-                json!([]),
-            ),
+            &google_error(500, "INTERNAL", "An internal error has occurred.", json!([])),
         )
     });
     let e = ask(&server, &[]).unwrap_err();
@@ -187,10 +172,7 @@ fn unavailable_503_with_html_body_is_a_retryable_server_error() {
         r
     });
     let e = ask(&server, &[]).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        ProviderErrorKind::ServerError { status: 503, .. }
-    ));
+    assert!(matches!(e.kind, ProviderErrorKind::ServerError { status: 503, .. }));
     assert!(e.is_retryable());
     assert!(e.to_string().contains("HTTP 503"), "{e}");
 }
@@ -261,10 +243,7 @@ fn bad_request_keeps_the_providers_message() {
     match &e.kind {
         ProviderErrorKind::BadRequest { status, message } => {
             assert_eq!(*status, 400);
-            assert!(
-                message.contains("generation_config.temperature"),
-                "{message}"
-            );
+            assert!(message.contains("generation_config.temperature"), "{message}");
         }
         other => panic!("expected BadRequest, got {other:?}"),
     }
@@ -286,10 +265,7 @@ fn unknown_model_404_is_a_non_retryable_bad_request() {
         )
     });
     let e = ask(&server, &[("GEMINI_MODEL", "gemini_pro")]).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        ProviderErrorKind::BadRequest { status: 404, .. }
-    ));
+    assert!(matches!(e.kind, ProviderErrorKind::BadRequest { status: 404, .. }));
     assert!(!e.is_retryable());
 }
 
@@ -309,10 +285,7 @@ fn invalid_api_key_is_an_auth_error_that_never_shows_the_key() {
         )
     });
     let e = ask(&server, &[]).unwrap_err();
-    assert!(
-        matches!(e.kind, ProviderErrorKind::Auth { status: 400, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e.kind, ProviderErrorKind::Auth { status: 400, .. }), "{e:?}");
     assert!(!e.is_retryable());
     assert!(e.to_string().contains("API key not valid"), "{e}");
     assert_key_hidden(&e);
@@ -332,10 +305,7 @@ fn permission_denied_403_is_auth() {
         )
     });
     let e = ask(&server, &[]).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        ProviderErrorKind::Auth { status: 403, .. }
-    ));
+    assert!(matches!(e.kind, ProviderErrorKind::Auth { status: 403, .. }));
     assert!(!e.is_retryable());
 }
 
@@ -423,22 +393,14 @@ fn thought_parts_are_skipped_and_answer_parts_joined() {
     assert_eq!(c.text, "RNA is single-stranded.");
     assert_eq!(c.usage.completion_tokens, 14);
     assert_eq!(c.usage.total_tokens, 19);
-    assert_eq!(
-        c.model, "gemini-2.0-flash",
-        "configured model when no modelVersion"
-    );
+    assert_eq!(c.model, "gemini-2.0-flash", "configured model when no modelVersion");
 }
 
 #[test]
 fn no_candidates_without_block_reason_is_a_retryable_empty_response() {
     let server = FakeServer::start(|_, _| json_response(200, r#"{"candidates": []}"#));
     let e = ask(&server, &[]).unwrap_err();
-    assert_eq!(
-        e.kind,
-        ProviderErrorKind::EmptyResponse {
-            finish_reason: None
-        }
-    );
+    assert_eq!(e.kind, ProviderErrorKind::EmptyResponse { finish_reason: None });
     assert!(e.is_retryable());
 }
 
@@ -447,7 +409,8 @@ fn missing_usage_is_estimated_and_marked() {
     let server = FakeServer::start(|_, _| {
         json_response(
             200,
-            &json!({"candidates": [{"content": {"parts": [{"text": "abcdefgh"}]}, "finishReason": "STOP"}]}).to_string(),
+            &json!({"candidates": [{"content": {"parts": [{"text": "abcdefgh"}]}, "finishReason": "STOP"}]})
+                .to_string(),
         )
     });
     let c = ask(&server, &[]).unwrap();
@@ -492,18 +455,10 @@ fn an_unreachable_provider_is_a_retryable_network_error() {
 #[test]
 fn no_error_kind_ever_shows_the_key() {
     let bodies: Vec<(u16, String)> = vec![
-        (
-            500,
-            google_error(500, "INTERNAL", &format!("boom {KEY}"), json!([])),
-        ),
+        (500, google_error(500, "INTERNAL", &format!("boom {KEY}"), json!([]))),
         (
             429,
-            google_error(
-                429,
-                "RESOURCE_EXHAUSTED",
-                &format!("quota for key={KEY}"),
-                json!([]),
-            ),
+            google_error(429, "RESOURCE_EXHAUSTED", &format!("quota for key={KEY}"), json!([])),
         ),
         (
             400,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgeworks_core::http_client::HttpClient;
 use edgeworks_core::{Method, Request, Response};
 use edgeworks_providers::s3::{
-    CompletedPart, Credentials, Endpoint, ObjectKey, PresignedRequest, PutUrlOptions, S3Client,
-    S3Config, S3Error, SigningTime, MIN_PART_BYTES,
+    CompletedPart, Credentials, Endpoint, ObjectKey, PresignedRequest, PutUrlOptions, S3Client, S3Config, S3Error,
+    SigningTime, MIN_PART_BYTES,
 };
 use edgeworks_testkit::{block_on, NativeClient};
 
@@ -46,27 +46,19 @@ impl Drop for Storage {
 }
 
 fn now() -> SigningTime {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     SigningTime::from_unix_secs(i64::try_from(secs).unwrap()).unwrap()
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{tag}-{}-{nanos}", std::process::id())
 }
 
 fn s3s_fs_binary() -> PathBuf {
     let cache = std::env::var_os("EDGEWORKS_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/edgeworks")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/edgeworks"));
     let bin = cache.join("tools/bin/s3s-fs");
     assert!(
         bin.is_file(),
@@ -83,9 +75,7 @@ fn wait_until_listening(port: u16, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("s3s-fs exited during startup: {status}");
         }
-        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100))
-            .is_ok()
-        {
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -104,8 +94,7 @@ fn start() -> Storage {
             child: None,
             dir: None,
         };
-        block_on(storage.client.create_bucket(&storage.bucket, now()))
-            .expect("create the test bucket");
+        block_on(storage.client.create_bucket(&storage.bucket, now())).expect("create the test bucket");
         return storage;
     }
 
@@ -114,11 +103,7 @@ fn start() -> Storage {
     std::fs::create_dir_all(&dir).unwrap();
     let access = "EWTESTACCESSKEY";
     let secret = unique("ew-test-secret");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(&bin)
         .args([
             "--host",
@@ -184,10 +169,7 @@ fn put_object(s: &Storage, key: &ObjectKey, body: &[u8], content_type: &str) {
         content_type: Some(content_type.into()),
         content_length: Some(body.len() as u64),
     };
-    let url = s
-        .client
-        .presign_put(&s.bucket, key, &opts, 300, now())
-        .unwrap();
+    let url = s.client.presign_put(&s.bucket, key, &opts, 300, now()).unwrap();
     let resp = use_presigned(&url, body);
     assert_eq!(
         resp.status,
@@ -224,20 +206,15 @@ fn a_presigned_put_from_a_plain_client_is_stored_and_head_reports_its_size() {
 fn a_three_part_multipart_upload_completes_and_reads_back_byte_exact() {
     let s = start();
     let key = ObjectKey::for_user(USER, "videos/clip.mp4").unwrap();
-    let upload =
-        block_on(
-            s.client
-                .create_multipart_upload(&s.bucket, &key, Some("video/mp4"), now()),
-        )
-        .unwrap();
+    let upload = block_on(
+        s.client
+            .create_multipart_upload(&s.bucket, &key, Some("video/mp4"), now()),
+    )
+    .unwrap();
     assert!(!upload.upload_id.is_empty());
 
     let five_mib = usize::try_from(MIN_PART_BYTES).unwrap();
-    let parts_data = [
-        pattern(five_mib, 1),
-        pattern(five_mib, 2),
-        pattern(1_234_567, 3),
-    ];
+    let parts_data = [pattern(five_mib, 1), pattern(five_mib, 2), pattern(1_234_567, 3)];
     let mut completed = Vec::new();
     for (i, data) in parts_data.iter().enumerate() {
         let number = u16::try_from(i + 1).unwrap();
@@ -263,36 +240,23 @@ fn a_three_part_multipart_upload_completes_and_reads_back_byte_exact() {
         });
     }
 
-    let listed = block_on(
-        s.client
-            .list_parts(&s.bucket, &key, &upload.upload_id, now()),
-    )
-    .unwrap();
+    let listed = block_on(s.client.list_parts(&s.bucket, &key, &upload.upload_id, now())).unwrap();
     let sizes: Vec<(u16, u64)> = listed.iter().map(|p| (p.part_number, p.size)).collect();
-    assert_eq!(
-        sizes,
-        [(1, MIN_PART_BYTES), (2, MIN_PART_BYTES), (3, 1_234_567)]
-    );
+    assert_eq!(sizes, [(1, MIN_PART_BYTES), (2, MIN_PART_BYTES), (3, 1_234_567)]);
 
     // Reported out of order on purpose: the client sorts before completing.
     completed.reverse();
-    block_on(s.client.complete_multipart_upload(
-        &s.bucket,
-        &key,
-        &upload.upload_id,
-        &completed,
-        now(),
-    ))
+    block_on(
+        s.client
+            .complete_multipart_upload(&s.bucket, &key, &upload.upload_id, &completed, now()),
+    )
     .unwrap();
 
     let expected: Vec<u8> = parts_data.concat();
     let head = block_on(s.client.head_object(&s.bucket, &key, now())).unwrap();
     assert_eq!(head.content_length, expected.len() as u64);
     assert_eq!(head.content_type.as_deref(), Some("video/mp4"));
-    let resp = use_presigned(
-        &s.client.presign_get(&s.bucket, &key, 300, now()).unwrap(),
-        b"",
-    );
+    let resp = use_presigned(&s.client.presign_get(&s.bucket, &key, 300, now()).unwrap(), b"");
     assert_eq!(resp.status, 200);
     assert!(
         resp.body == expected,
@@ -319,17 +283,9 @@ fn expired_tampered_and_other_key_urls_are_refused_with_403() {
     assert_eq!(use_presigned(&good, b"").status, 200);
 
     let signed_two_hours_ago = SigningTime::from_unix_secs(now().unix_secs() - 7200).unwrap();
-    let expired = s
-        .client
-        .presign_get(&s.bucket, &key, 60, signed_two_hours_ago)
-        .unwrap();
+    let expired = s.client.presign_get(&s.bucket, &key, 60, signed_two_hours_ago).unwrap();
     let resp = use_presigned(&expired, b"");
-    assert_eq!(
-        resp.status,
-        403,
-        "expired URL: {}",
-        String::from_utf8_lossy(&resp.body)
-    );
+    assert_eq!(resp.status, 403, "expired URL: {}", String::from_utf8_lossy(&resp.body));
     assert_eq!(code_of(&resp).as_deref(), Some("AccessDenied"));
 
     let tampered = good.url.replace("X-Amz-Expires=300", "X-Amz-Expires=600");
@@ -364,10 +320,7 @@ fn a_presigned_put_refuses_a_body_of_another_size_or_type() {
         content_type: Some("text/plain".into()),
         content_length: Some(10),
     };
-    let url = s
-        .client
-        .presign_put(&s.bucket, &key, &opts, 300, now())
-        .unwrap();
+    let url = s.client.presign_put(&s.bucket, &key, &opts, 300, now()).unwrap();
 
     let resp = use_presigned(&url, b"eleven byte");
     assert_eq!(
@@ -378,13 +331,8 @@ fn a_presigned_put_refuses_a_body_of_another_size_or_type() {
     );
 
     let mut wrong_type = url.clone();
-    wrong_type
-        .headers
-        .insert("content-type".into(), "text/html".into());
-    assert_eq!(
-        use_url(Method::Put, &url.url, &wrong_type, b"ten bytes!").status,
-        403
-    );
+    wrong_type.headers.insert("content-type".into(), "text/html".into());
+    assert_eq!(use_url(Method::Put, &url.url, &wrong_type, b"ten bytes!").status, 403);
 
     assert_eq!(use_presigned(&url, b"ten bytes!").status, 200);
     let head = block_on(s.client.head_object(&s.bucket, &key, now())).unwrap();
@@ -395,11 +343,7 @@ fn a_presigned_put_refuses_a_body_of_another_size_or_type() {
 fn an_aborted_multipart_upload_is_gone() {
     let s = start();
     let key = ObjectKey::for_user(USER, "tmp/abandoned.bin").unwrap();
-    let upload = block_on(
-        s.client
-            .create_multipart_upload(&s.bucket, &key, None, now()),
-    )
-    .unwrap();
+    let upload = block_on(s.client.create_multipart_upload(&s.bucket, &key, None, now())).unwrap();
     let url = s
         .client
         .presign_upload_part(&s.bucket, &key, &upload.upload_id, 1, 60, now())
@@ -415,13 +359,10 @@ fn an_aborted_multipart_upload_is_gone() {
         part_number: 1,
         etag: "x".into(),
     };
-    let err = block_on(s.client.complete_multipart_upload(
-        &s.bucket,
-        &key,
-        &upload.upload_id,
-        &[part],
-        now(),
-    ))
+    let err = block_on(
+        s.client
+            .complete_multipart_upload(&s.bucket, &key, &upload.upload_id, &[part], now()),
+    )
     .unwrap_err();
     assert!(matches!(err, S3Error::Service { .. }), "{err}");
     assert!(block_on(s.client.head_object(&s.bucket, &key, now()))
@@ -437,11 +378,7 @@ fn copy_ranged_get_and_delete_work_on_stored_objects() {
     let body = b"%PDF-1.7 the rest of the document".to_vec();
     put_object(&s, &key, &body, "application/pdf");
 
-    block_on(
-        s.client
-            .copy_object(&s.bucket, &key, &s.bucket, &copy, now()),
-    )
-    .unwrap();
+    block_on(s.client.copy_object(&s.bucket, &key, &s.bucket, &copy, now())).unwrap();
     let prefix = block_on(s.client.get_object_prefix(&s.bucket, &copy, 8, now())).unwrap();
     assert_eq!(prefix.bytes, b"%PDF-1.7");
     assert_eq!(prefix.total_size, Some(body.len() as u64));
@@ -461,8 +398,7 @@ fn copy_ranged_get_and_delete_work_on_stored_objects() {
 fn wrong_credentials_are_refused_and_reported_as_our_misconfiguration() {
     let s = start();
     let mut config = s.client.config().clone();
-    config.credentials =
-        Credentials::new(config.credentials.access_key_id.clone(), "not-the-secret");
+    config.credentials = Credentials::new(config.credentials.access_key_id.clone(), "not-the-secret");
     let bad = S3Client::new(config, NativeClient).with_timeout_ms(TIMEOUT_MS);
     let key = ObjectKey::for_user(USER, "x.txt").unwrap();
     let err = block_on(bad.head_object(&s.bucket, &key, now())).unwrap_err();

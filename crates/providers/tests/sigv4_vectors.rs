@@ -268,10 +268,7 @@ fn the_original_form_post_vector_signs_content_type_without_the_sha_header() {
         host: "example.amazonaws.com",
         path: "/",
         query: vec![],
-        headers: vec![(
-            "Content-Type".into(),
-            "application/x-www-form-urlencoded".into(),
-        )],
+        headers: vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
         payload_hash: sigv4::sha256_hex(b"Param1=value1"),
     };
     let sig = signer.sign_headers(&req, suite_time());
@@ -287,10 +284,7 @@ fn the_original_form_post_vector_signs_content_type_without_the_sha_header() {
 // Parameters"): bucket examplebucket, us-east-1, 20130524T000000Z.
 
 fn s3_doc_credentials() -> Credentials {
-    Credentials::new(
-        "AKIAIOSFODNN7EXAMPLE",
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    )
+    Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 }
 
 fn s3_doc_time() -> SigningTime {
@@ -308,19 +302,13 @@ fn s3_header_signed(
 ) -> sigv4::HeaderSignature {
     let creds = s3_doc_credentials();
     let signer = Signer::new(&creds, "us-east-1", "s3");
-    let mut h: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut h: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     h.push(("x-amz-content-sha256".into(), payload_hash.into()));
     let req = SignableRequest {
         method,
         host: S3_DOC_HOST,
         path,
-        query: query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         headers: h,
         payload_hash: payload_hash.into(),
     };
@@ -329,13 +317,7 @@ fn s3_header_signed(
 
 #[test]
 fn s3_doc_get_object_with_range() {
-    let sig = s3_header_signed(
-        "GET",
-        "/test.txt",
-        &[],
-        &[("Range", "bytes=0-9")],
-        EMPTY_SHA256,
-    );
+    let sig = s3_header_signed("GET", "/test.txt", &[], &[("Range", "bytes=0-9")], EMPTY_SHA256);
     assert_eq!(
         sig.parts.canonical_request,
         "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\n\
@@ -371,10 +353,7 @@ fn s3_doc_put_object_with_a_reserved_character_in_the_key() {
         ],
         &body_hash,
     );
-    assert!(sig
-        .parts
-        .canonical_request
-        .starts_with("PUT\n/test%24file.text\n\n"));
+    assert!(sig.parts.canonical_request.starts_with("PUT\n/test%24file.text\n\n"));
     assert_eq!(
         sig.parts.signed_headers,
         "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class"
@@ -388,10 +367,7 @@ fn s3_doc_put_object_with_a_reserved_character_in_the_key() {
 #[test]
 fn s3_doc_get_bucket_lifecycle_with_a_valueless_parameter() {
     let sig = s3_header_signed("GET", "/", &[("lifecycle", "")], &[], EMPTY_SHA256);
-    assert!(sig
-        .parts
-        .canonical_request
-        .starts_with("GET\n/\nlifecycle=\n"));
+    assert!(sig.parts.canonical_request.starts_with("GET\n/\nlifecycle=\n"));
     assert_eq!(
         sig.parts.signature,
         "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
@@ -400,17 +376,8 @@ fn s3_doc_get_bucket_lifecycle_with_a_valueless_parameter() {
 
 #[test]
 fn s3_doc_list_objects_with_sorted_parameters() {
-    let sig = s3_header_signed(
-        "GET",
-        "/",
-        &[("prefix", "J"), ("max-keys", "2")],
-        &[],
-        EMPTY_SHA256,
-    );
-    assert!(sig
-        .parts
-        .canonical_request
-        .starts_with("GET\n/\nmax-keys=2&prefix=J\n"));
+    let sig = s3_header_signed("GET", "/", &[("prefix", "J"), ("max-keys", "2")], &[], EMPTY_SHA256);
+    assert!(sig.parts.canonical_request.starts_with("GET\n/\nmax-keys=2&prefix=J\n"));
     assert_eq!(
         sig.parts.signature,
         "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"

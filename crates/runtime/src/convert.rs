@@ -13,9 +13,8 @@ fn field(obj: &JsValue, key: &str) -> JsValue {
 
 pub fn request_from_js(obj: &JsValue) -> Result<Request, ApiError> {
     let method_s = field(obj, "method").as_string().unwrap_or_default();
-    let method = Method::parse(&method_s).ok_or_else(|| {
-        ApiError::method_not_allowed(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-    })?;
+    let method = Method::parse(&method_s)
+        .ok_or_else(|| ApiError::method_not_allowed(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]))?;
     let url = field(obj, "url")
         .as_string()
         .ok_or_else(|| ApiError::bad_request("invalid_request", "request has no URL"))?;

@@ -30,7 +30,11 @@ impl Env {
     /// A required variable. The error names the variable, never a value.
     pub fn require(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name).ok_or_else(|| {
-            ApiError::new(500, "misconfigured", format!("the function is missing configuration: {name}"))
+            ApiError::new(
+                500,
+                "misconfigured",
+                format!("the function is missing configuration: {name}"),
+            )
         })
     }
 

@@ -72,8 +72,7 @@ impl FetchClient {
 
 impl HttpClient for FetchClient {
     async fn send(&self, req: Request, timeout_ms: u32) -> Result<Response, TransportError> {
-        let controller = web_sys::AbortController::new()
-            .map_err(|e| TransportError::Network(js_error_text(&e)))?;
+        let controller = web_sys::AbortController::new().map_err(|e| TransportError::Network(js_error_text(&e)))?;
         let signal = controller.signal();
         let abort = Closure::once_into_js(move || controller.abort());
         let timer = set_timeout(abort.unchecked_ref(), timeout_ms.min(i32::MAX as u32) as i32);

@@ -36,10 +36,7 @@ macro_rules! export_handler {
         $crate::export_handler!($handler, $crate::Options::default());
     };
     ($handler:path, $options:expr) => {
-        #[$crate::wasm_bindgen::prelude::wasm_bindgen(
-            wasm_bindgen = $crate::wasm_bindgen,
-            wasm_bindgen_futures = $crate::wasm_bindgen_futures
-        )]
+        #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen, wasm_bindgen_futures = $crate::wasm_bindgen_futures)]
         pub async fn handle(
             request: $crate::wasm_bindgen::JsValue,
             env: $crate::wasm_bindgen::JsValue,

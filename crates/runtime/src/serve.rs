@@ -46,14 +46,27 @@ where
     let request_id = parsed
         .as_ref()
         .ok()
-        .and_then(|r| r.headers.get("x-request-id").and_then(accept_client_id).map(str::to_string))
+        .and_then(|r| {
+            r.headers
+                .get("x-request-id")
+                .and_then(accept_client_id)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| {
             let mut b = [0u8; 16];
             OsRng.fill(&mut b);
             uuid_v4(b)
         });
-    let log = Logger::new(&function, &request_id, env.redactor(), env.get("LOG_LEVEL") == Some("debug"));
-    let origin = parsed.as_ref().ok().and_then(|r| r.headers.get("origin").map(str::to_string));
+    let log = Logger::new(
+        &function,
+        &request_id,
+        env.redactor(),
+        env.get("LOG_LEVEL") == Some("debug"),
+    );
+    let origin = parsed
+        .as_ref()
+        .ok()
+        .and_then(|r| r.headers.get("origin").map(str::to_string));
 
     let (method, path, outcome) = match parsed {
         Err(e) => ("?".to_string(), String::new(), Err(e)),

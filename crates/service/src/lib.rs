@@ -52,15 +52,24 @@ impl Caller {
     /// PostgREST as this caller: RLS applies.
     pub fn db(&self, ctx: &Ctx) -> Result<Db<FetchClient>, ApiError> {
         let env = ctx.env();
-        let apikey = env.first_of(&["SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY"]).ok_or_else(|| {
-            ApiError::new(500, "misconfigured", "the function is missing configuration: SUPABASE_ANON_KEY")
-        })?;
+        let apikey = env
+            .first_of(&["SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY"])
+            .ok_or_else(|| {
+                ApiError::new(
+                    500,
+                    "misconfigured",
+                    "the function is missing configuration: SUPABASE_ANON_KEY",
+                )
+            })?;
         Ok(Db::new(ctx.http(), &rest_url(ctx)?, apikey, &self.token))
     }
 }
 
 fn rest_url(ctx: &Ctx) -> Result<String, ApiError> {
-    Ok(format!("{}/rest/v1", ctx.env().require("SUPABASE_URL")?.trim_end_matches('/')))
+    Ok(format!(
+        "{}/rest/v1",
+        ctx.env().require("SUPABASE_URL")?.trim_end_matches('/')
+    ))
 }
 
 /// PostgREST as the service role (system work: queues, limits, callbacks).
@@ -82,7 +91,10 @@ pub async fn authenticate(ctx: &Ctx, req: &Request) -> Result<Caller, ApiError> 
         .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <access token>"))?
         .to_string();
     let env = ctx.env();
-    let verifier = Verifier::new(env.first_of(&["SUPABASE_JWT_SECRET", "JWT_SECRET"]).map(|s| s.as_bytes().to_vec()));
+    let verifier = Verifier::new(
+        env.first_of(&["SUPABASE_JWT_SECRET", "JWT_SECRET"])
+            .map(|s| s.as_bytes().to_vec()),
+    );
     let now_ms = ctx.clock().now_ms();
     let claims = if let Some(static_jwks) = env.get("SUPABASE_JWKS") {
         let jwks = Jwks::parse(static_jwks)
@@ -137,7 +149,8 @@ pub async fn rate_limit(
     match db.rpc::<Vec<TakeRow>>("rate_limit_take", &args).await {
         Ok(rows) => {
             let Some(row) = rows.first() else {
-                ctx.log().warn("rate limiter returned no row; allowing", json!({ "scope": scope }));
+                ctx.log()
+                    .warn("rate limiter returned no row; allowing", json!({ "scope": scope }));
                 return Ok(None);
             };
             let decision = Decision::from_tokens(row.allowed, row.tokens, cost, limit);
@@ -145,7 +158,10 @@ pub async fn rate_limit(
             Ok(Some(decision))
         }
         Err(e) => {
-            ctx.log().warn("rate limiter unavailable; allowing (fail open)", json!({ "scope": scope, "error": e.to_string() }));
+            ctx.log().warn(
+                "rate limiter unavailable; allowing (fail open)",
+                json!({ "scope": scope, "error": e.to_string() }),
+            );
             Ok(None)
         }
     }

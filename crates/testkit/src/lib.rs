@@ -45,11 +45,15 @@ pub fn send_blocking(req: &Request, timeout_ms: u32) -> Result<Response, Transpo
         .map_err(|e| TransportError::Network(e.to_string()))?
         .next()
         .ok_or_else(|| TransportError::Network("no address".into()))?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| TransportError::Network(e.to_string()))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| TransportError::Network(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let mut head = format!("{} {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", req.method.as_str(), path, host);
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
+        req.method.as_str(),
+        path,
+        host
+    );
     for (k, v) in req.headers.iter() {
         if k != "host" && k != "content-length" && k != "connection" {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -67,7 +71,12 @@ pub fn send_blocking(req: &Request, timeout_ms: u32) -> Result<Response, Transpo
     stream.write_all(&req.body).map_err(io)?;
     let mut reader = BufReader::new(stream);
     let (status, headers) = read_head(&mut reader).map_err(io)?;
-    let body = read_body(&mut reader, &headers, req.method == Method::Head || status == 204 || status == 304).map_err(io)?;
+    let body = read_body(
+        &mut reader,
+        &headers,
+        req.method == Method::Head || status == 204 || status == 304,
+    )
+    .map_err(io)?;
     Ok(Response { status, headers, body })
 }
 
@@ -105,7 +114,10 @@ fn read_body<R: BufRead>(r: &mut R, headers: &Headers, no_body: bool) -> std::io
     if no_body {
         return Ok(body);
     }
-    if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let mut size = String::new();
             r.read_line(&mut size)?;
@@ -200,7 +212,12 @@ fn serve_one(conn: TcpStream, reqs: &Mutex<Vec<Request>>, script: &Script) -> st
     let no_body = headers.get("content-length").is_none_or(|v| v == "0") && headers.get("transfer-encoding").is_none();
     let body = read_body(&mut r, &headers, no_body)?;
     let host = headers.get("host").unwrap_or("127.0.0.1").to_string();
-    let req = Request { method, url: format!("http://{host}{target}"), headers, body };
+    let req = Request {
+        method,
+        url: format!("http://{host}{target}"),
+        headers,
+        body,
+    };
     let index = {
         let mut g = reqs.lock().map_err(|_| std::io::Error::other("poisoned"))?;
         g.push(req.clone());
@@ -233,7 +250,8 @@ mod tests {
 
     #[test]
     fn fake_server_records_requests_and_answers_by_script() {
-        let server = FakeServer::start(|req, i| json_response(200 + i as u16, &format!("{{\"len\":{}}}", req.body.len())));
+        let server =
+            FakeServer::start(|req, i| json_response(200 + i as u16, &format!("{{\"len\":{}}}", req.body.len())));
         let mut req = Request::new(Method::Post, format!("{}/v1/x?y=1", server.base_url));
         req.headers.set("x-test", "a");
         req.body = b"hello".to_vec();
@@ -250,6 +268,9 @@ mod tests {
     fn connection_refused_is_a_network_error() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let req = Request::new(Method::Get, format!("http://127.0.0.1:{port}/"));
-        assert!(matches!(block_on(NativeClient.send(req, 500)), Err(TransportError::Network(_))));
+        assert!(matches!(
+            block_on(NativeClient.send(req, 500)),
+            Err(TransportError::Network(_))
+        ));
     }
 }

@@ -26,7 +26,11 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
         .field("batch_size", Field::integer().range(1, 50))
         .field("worker_id", Field::string().non_blank().max_chars(200));
     let body: Body = if req.body.iter().all(u8::is_ascii_whitespace) {
-        Body { job_id: None, batch_size: None, worker_id: None }
+        Body {
+            job_id: None,
+            batch_size: None,
+            worker_id: None,
+        }
     } else {
         schema.parse(&req.body)?
     };
@@ -35,14 +39,25 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
 
     let env = ctx.env();
     let (settings, provider) = worker_config(|k| env.get(k).map(str::to_string))?;
-    let worker_id = body.worker_id.unwrap_or_else(|| worker_id("chat-process", &mut ctx.rng()));
+    let worker_id = body
+        .worker_id
+        .unwrap_or_else(|| worker_id("chat-process", &mut ctx.rng()));
     let db = service_db(&ctx)?;
     let http = ctx.http();
     let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();
-    let worker = Worker { db: &db, http: &http, provider: &provider, worker_id: &worker_id, settings: &settings, today: &today };
+    let worker = Worker {
+        db: &db,
+        http: &http,
+        provider: &provider,
+        worker_id: &worker_id,
+        settings: &settings,
+        today: &today,
+    };
 
     let started = ctx.elapsed_ms();
-    let report = worker.run_batch(body.batch_size.unwrap_or(5), body.job_id.as_deref()).await?;
+    let report = worker
+        .run_batch(body.batch_size.unwrap_or(5), body.job_id.as_deref())
+        .await?;
     if body.job_id.is_some() && report.claimed == 0 {
         return Err(ApiError::conflict(
             "job_not_claimable",

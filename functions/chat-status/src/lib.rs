@@ -33,7 +33,10 @@ fn query_body(req: &Request) -> Result<Value, ApiError> {
 }
 
 fn timing(v: &Value, key: &str) -> f64 {
-    v.get("timing").and_then(|t| t.get(key)).and_then(Value::as_f64).unwrap_or(0.0)
+    v.get("timing")
+        .and_then(|t| t.get(key))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
 /// Drops nulls and internal fields and adds `estimated_completion`.
@@ -79,7 +82,11 @@ async fn chat_status(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
         .field("job_id", Field::uuid())
         .field("session_id", Field::string().non_blank().max_chars(128))
         .field("limit", Field::integer().range(1, 100));
-    let input = if req.method == Method::Get { query_body(&req)? } else { edgeworks_core::http::parse_json(&req.body)? };
+    let input = if req.method == Method::Get {
+        query_body(&req)?
+    } else {
+        edgeworks_core::http::parse_json(&req.body)?
+    };
     schema.validate(&input)?;
     let job_id = input.get("job_id").and_then(Value::as_str).map(str::to_string);
     let session_id = input.get("session_id").and_then(Value::as_str).map(str::to_string);
@@ -100,12 +107,18 @@ async fn chat_status(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     let now = ctx.clock().now_ms();
 
     let data = if let Some(job_id) = job_id {
-        let v: Value = db.rpc("chat_job_status", &json!({ "p_job": job_id })).await.map_err(map_chat_error)?;
+        let v: Value = db
+            .rpc("chat_job_status", &json!({ "p_job": job_id }))
+            .await
+            .map_err(map_chat_error)?;
         json!({ "job": present(v.clone(), &v, now, prior) })
     } else {
         let limit = input.get("limit").and_then(Value::as_i64).unwrap_or(10);
         let v: Value = db
-            .rpc("chat_session_status", &json!({ "p_session_id": session_id, "p_limit": limit }))
+            .rpc(
+                "chat_session_status",
+                &json!({ "p_session_id": session_id, "p_limit": limit }),
+            )
             .await
             .map_err(map_chat_error)?;
         let jobs: Vec<Value> = v

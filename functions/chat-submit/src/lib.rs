@@ -19,8 +19,13 @@ const LIMIT: Limit = Limit {
 fn denylist(ctx: &Ctx) -> Result<Denylist, ApiError> {
     let mut list = Denylist::default_list();
     if let Some(extra) = ctx.env().get("CONTENT_DENYLIST") {
-        let parsed = Denylist::parse(extra)
-            .map_err(|_| ApiError::new(500, "misconfigured", "CONTENT_DENYLIST is not in the category:term|term;... format"))?;
+        let parsed = Denylist::parse(extra).map_err(|_| {
+            ApiError::new(
+                500,
+                "misconfigured",
+                "CONTENT_DENYLIST is not in the category:term|term;... format",
+            )
+        })?;
         list.extend(parsed);
     }
     Ok(list)
@@ -43,7 +48,10 @@ async fn chat_submit(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
         done.active_workers,
         settings.prior_duration_ms,
     );
-    ctx.log().info("question queued", json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }));
+    ctx.log().info(
+        "question queued",
+        json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }),
+    );
     let mut response = Response::ok(&json!({
         "job_id": done.job_id,
         "status": "pending",

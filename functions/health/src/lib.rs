@@ -1,8 +1,8 @@
 //! `health`: GET /functions/v1/health — build identity and a timed PostgREST
 //! round trip. 200 when the database answers, 503 with the reason when not.
 
-use edgeworks_core::{ApiError, Method, Request, Response};
 use edgeworks_core::ratelimit::Limit;
+use edgeworks_core::{ApiError, Method, Request, Response};
 use edgeworks_db::{Db, DbError};
 use edgeworks_runtime::{export_handler, Ctx, Options};
 use edgeworks_service::rate_limit;
@@ -30,16 +30,23 @@ async fn health(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
 async fn check(ctx: &Ctx) -> Result<Response, ApiError> {
     let env = ctx.env();
     let base = env.require("SUPABASE_URL")?;
-    let key = env.first_of(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY"]).ok_or_else(|| {
-        ApiError::new(500, "misconfigured", "the function is missing configuration: SUPABASE_ANON_KEY")
-    })?;
+    let key = env
+        .first_of(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY"])
+        .ok_or_else(|| {
+            ApiError::new(
+                500,
+                "misconfigured",
+                "the function is missing configuration: SUPABASE_ANON_KEY",
+            )
+        })?;
     let db = Db::new(ctx.http(), &format!("{}/rest/v1", base.trim_end_matches('/')), key, key);
 
     let started = ctx.elapsed_ms();
     let ping: Result<Value, DbError> = db.rpc("health_ping", &json!({})).await;
     let latency_ms = ctx.elapsed_ms().saturating_sub(started);
 
-    let build = json!({ "version": VERSION, "commit": COMMIT.unwrap_or("unknown"), "built_at": BUILT_AT.unwrap_or("unknown") });
+    let build =
+        json!({ "version": VERSION, "commit": COMMIT.unwrap_or("unknown"), "built_at": BUILT_AT.unwrap_or("unknown") });
     match ping {
         Ok(row) => Ok(Response::ok(&json!({
             "status": "ok",
@@ -54,8 +61,10 @@ async fn check(ctx: &Ctx) -> Result<Response, ApiError> {
                 DbError::Decode(m) => format!("unexpected answer: {m}"),
             };
             ctx.log().warn("database check failed", json!({ "reason": reason }));
-            Err(ApiError::unavailable("database_unavailable", "the database did not answer the health check")
-                .with_details(json!({ "reason": reason, "latency_ms": latency_ms, "build": build })))
+            Err(
+                ApiError::unavailable("database_unavailable", "the database did not answer the health check")
+                    .with_details(json!({ "reason": reason, "latency_ms": latency_ms, "build": build })),
+            )
         }
     }
 }

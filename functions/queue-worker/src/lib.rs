@@ -59,12 +59,21 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     let budget_ms = asked.min(clamp);
     let continuous = body.continuous.unwrap_or(false);
     let batch = body.batch_size.unwrap_or(5);
-    let worker_id = body.worker_id.unwrap_or_else(|| worker_id("queue-worker", &mut ctx.rng()));
+    let worker_id = body
+        .worker_id
+        .unwrap_or_else(|| worker_id("queue-worker", &mut ctx.rng()));
 
     let db = service_db(&ctx)?;
     let http = ctx.http();
     let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();
-    let worker = Worker { db: &db, http: &http, provider: &provider, worker_id: &worker_id, settings: &settings, today: &today };
+    let worker = Worker {
+        db: &db,
+        http: &http,
+        provider: &provider,
+        worker_id: &worker_id,
+        settings: &settings,
+        today: &today,
+    };
     let queue = JobQueue::new(&db);
     let _ = queue.heartbeat(&worker_id, Some(&[QUEUE]), WorkerStatus::Active).await;
 
@@ -99,8 +108,14 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     // Housekeeping: crashed workers' jobs back in line, old jobs and idle buckets gone.
     let requeued = queue.requeue_expired().await.unwrap_or(0);
     let retention = env.parse_or("QUEUE_RETENTION_SECONDS", 7 * 24 * 3600u32);
-    let cleaned = queue.cleanup(retention, 1000).await.map(|r| r.jobs_deleted).unwrap_or(0);
-    let _ = db.rpc::<Value>("rate_limit_prune", &json!({ "p_idle_seconds": 3600 })).await;
+    let cleaned = queue
+        .cleanup(retention, 1000)
+        .await
+        .map(|r| r.jobs_deleted)
+        .unwrap_or(0);
+    let _ = db
+        .rpc::<Value>("rate_limit_prune", &json!({ "p_idle_seconds": 3600 }))
+        .await;
     let next = worker.next_job_available().await.unwrap_or(false);
     let _ = queue.heartbeat(&worker_id, None, WorkerStatus::Idle).await;
 

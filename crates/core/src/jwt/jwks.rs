@@ -64,22 +64,15 @@ impl Jwk {
         kind_fits && self.alg.as_deref().is_none_or(|a| a == alg.as_str())
     }
 
-    pub(super) fn verify_digest(
-        &self,
-        alg: Alg,
-        digest: &[u8],
-        signature: &[u8],
-    ) -> Result<(), JwtError> {
+    pub(super) fn verify_digest(&self, alg: Alg, digest: &[u8], signature: &[u8]) -> Result<(), JwtError> {
         if !self.allows(alg) {
             return Err(JwtError::KeyMismatch);
         }
         match &self.material {
             KeyMaterial::Ec(key) => {
                 // JWS carries ES256 signatures as raw r||s (64 bytes), not DER.
-                let sig = p256::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| JwtError::BadSignature)?;
-                key.verify_prehash(digest, &sig)
-                    .map_err(|_| JwtError::BadSignature)
+                let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|_| JwtError::BadSignature)?;
+                key.verify_prehash(digest, &sig).map_err(|_| JwtError::BadSignature)
             }
             KeyMaterial::Rsa(key) => key
                 .verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
@@ -145,10 +138,7 @@ pub struct Jwks {
 impl Jwks {
     pub fn parse(json: &str) -> Result<Jwks, JwksError> {
         let doc: Value = serde_json::from_str(json).map_err(|_| JwksError::NotJson)?;
-        let entries = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or(JwksError::NoKeys)?;
+        let entries = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeys)?;
         let mut keys = Vec::new();
         let mut skipped = 0;
         for entry in entries {
@@ -178,11 +168,7 @@ impl Jwks {
     pub fn select(&self, alg: Alg, kid: Option<&str>) -> Result<&Jwk, JwtError> {
         match kid {
             Some(kid) => {
-                let mut named = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
-                    .peekable();
+                let mut named = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).peekable();
                 if named.peek().is_none() {
                     return Err(JwtError::UnknownKid);
                 }

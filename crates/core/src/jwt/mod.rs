@@ -163,16 +163,12 @@ pub struct Claims {
 
 impl Claims {
     fn from_payload(payload: &[u8]) -> Result<Claims, JwtError> {
-        let map: Map<String, Value> =
-            serde_json::from_slice(payload).map_err(|_| JwtError::BadClaims)?;
+        let map: Map<String, Value> = serde_json::from_slice(payload).map_err(|_| JwtError::BadClaims)?;
         let exp = numeric_date(&map, "exp")?.ok_or(JwtError::MissingExp)?;
         let nbf = numeric_date(&map, "nbf")?;
         let iat = numeric_date(&map, "iat")?;
         for name in ["sub", "role", "email", "iss"] {
-            if map
-                .get(name)
-                .is_some_and(|v| !v.is_string() && !v.is_null())
-            {
+            if map.get(name).is_some_and(|v| !v.is_string() && !v.is_null()) {
                 return Err(JwtError::BadClaims);
             }
         }
@@ -265,9 +261,7 @@ struct SplitToken<'a> {
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::BadEncoding)
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| JwtError::BadEncoding)
 }
 
 fn split(token: &str) -> Result<SplitToken<'_>, JwtError> {
@@ -275,21 +269,15 @@ fn split(token: &str) -> Result<SplitToken<'_>, JwtError> {
         return Err(JwtError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed);
     };
     if h.is_empty() || p.is_empty() {
         return Err(JwtError::Malformed);
     }
     let header_json = b64(h)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header_json).map_err(|_| JwtError::BadHeader)?;
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(JwtError::BadHeader)?;
+    let header: Map<String, Value> = serde_json::from_slice(&header_json).map_err(|_| JwtError::BadHeader)?;
+    let alg = header.get("alg").and_then(Value::as_str).ok_or(JwtError::BadHeader)?;
     if alg.eq_ignore_ascii_case("none") {
         return Err(JwtError::AlgNone);
     }
@@ -358,12 +346,7 @@ impl Verifier {
 
     /// Verifies signature, then `exp` / `nbf` / `iat`. `jwks` is needed for
     /// ES256 and RS256 tokens.
-    pub fn verify(
-        &self,
-        token: &str,
-        jwks: Option<&Jwks>,
-        now_secs: i64,
-    ) -> Result<Claims, JwtError> {
+    pub fn verify(&self, token: &str, jwks: Option<&Jwks>, now_secs: i64) -> Result<Claims, JwtError> {
         let t = split(token)?;
         let payload = b64(t.payload_b64)?;
         let signature = b64(t.signature_b64)?;
@@ -375,21 +358,15 @@ impl Verifier {
                 // A kid that names a published (asymmetric) key means someone
                 // is trying to pass a public key off as an HMAC secret.
                 if let (Some(kid), Some(jwks)) = (&t.header.kid, jwks) {
-                    if jwks
-                        .keys()
-                        .iter()
-                        .any(|k| k.kid.as_deref() == Some(kid.as_str()))
-                    {
+                    if jwks.keys().iter().any(|k| k.kid.as_deref() == Some(kid.as_str())) {
                         return Err(JwtError::KeyMismatch);
                     }
                 }
                 let secret = self.hs_secret.as_deref().ok_or(JwtError::AlgNotAllowed)?;
-                let mut mac =
-                    Hmac::<Sha256>::new_from_slice(secret).map_err(|_| JwtError::AlgNotAllowed)?;
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| JwtError::AlgNotAllowed)?;
                 mac.update(t.signing_input);
                 // `verify_slice` compares in constant time.
-                mac.verify_slice(&signature)
-                    .map_err(|_| JwtError::BadSignature)?;
+                mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
             }
             alg @ (Alg::Es256 | Alg::Rs256) => {
                 let jwks = jwks.ok_or(JwtError::AlgNotAllowed)?;
@@ -404,12 +381,7 @@ impl Verifier {
     }
 
     /// [`Verifier::verify`] followed by [`Principal::from_claims`].
-    pub fn principal(
-        &self,
-        token: &str,
-        jwks: Option<&Jwks>,
-        now_secs: i64,
-    ) -> Result<Principal, JwtError> {
+    pub fn principal(&self, token: &str, jwks: Option<&Jwks>, now_secs: i64) -> Result<Principal, JwtError> {
         Principal::from_claims(&self.verify(token, jwks, now_secs)?)
     }
 }

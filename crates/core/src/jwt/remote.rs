@@ -18,10 +18,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// `{SUPABASE_URL}/auth/v1/.well-known/jwks.json`.
 pub fn jwks_url(supabase_url: &str) -> String {
-    format!(
-        "{}/auth/v1/.well-known/jwks.json",
-        supabase_url.trim_end_matches('/')
-    )
+    format!("{}/auth/v1/.well-known/jwks.json", supabase_url.trim_end_matches('/'))
 }
 
 /// Cached keys plus the timing state that decides when to fetch again.
@@ -36,10 +33,7 @@ pub struct JwksCache {
 
 impl Default for JwksCache {
     fn default() -> Self {
-        JwksCache::new(
-            JwksCache::DEFAULT_TTL_MS,
-            JwksCache::DEFAULT_MIN_REFETCH_INTERVAL_MS,
-        )
+        JwksCache::new(JwksCache::DEFAULT_TTL_MS, JwksCache::DEFAULT_MIN_REFETCH_INTERVAL_MS)
     }
 }
 
@@ -143,19 +137,12 @@ fn lock(cache: &Mutex<JwksCache>) -> MutexGuard<'_, JwksCache> {
 }
 
 /// Fetches and stores the key set; the lock is never held across the await.
-async fn refresh<C: HttpClient + ?Sized>(
-    client: &C,
-    url: &str,
-    cache: &Mutex<JwksCache>,
-    now_ms: i64,
-) {
+async fn refresh<C: HttpClient + ?Sized>(client: &C, url: &str, cache: &Mutex<JwksCache>, now_ms: i64) {
     let mut req = Request::new(Method::Get, url);
     req.headers.set("accept", "application/json");
     let parsed = match client.send(req, JWKS_FETCH_TIMEOUT_MS).await {
         Ok(resp) if resp.status == 200 && resp.body.len() <= MAX_JWKS_BYTES => {
-            std::str::from_utf8(&resp.body)
-                .ok()
-                .and_then(|s| Jwks::parse(s).ok())
+            std::str::from_utf8(&resp.body).ok().and_then(|s| Jwks::parse(s).ok())
         }
         _ => None,
     };

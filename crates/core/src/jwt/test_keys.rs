@@ -80,30 +80,20 @@ pub fn hmac(secret: &[u8], msg: &[u8]) -> Vec<u8> {
 }
 
 pub fn hs256(secret: &[u8], claims: &Value) -> String {
-    make_token(&json!({"alg": "HS256", "typ": "JWT"}), claims, |m| {
-        hmac(secret, m)
-    })
+    make_token(&json!({"alg": "HS256", "typ": "JWT"}), claims, |m| hmac(secret, m))
 }
 
 pub fn es256(key: &p256::ecdsa::SigningKey, kid: &str, claims: &Value) -> String {
-    make_token(
-        &json!({"alg": "ES256", "typ": "JWT", "kid": kid}),
-        claims,
-        |m| {
-            let sig: p256::ecdsa::Signature = key.sign(m);
-            sig.to_bytes().to_vec()
-        },
-    )
+    make_token(&json!({"alg": "ES256", "typ": "JWT", "kid": kid}), claims, |m| {
+        let sig: p256::ecdsa::Signature = key.sign(m);
+        sig.to_bytes().to_vec()
+    })
 }
 
 pub fn rs256(kid: &str, claims: &Value) -> String {
-    make_token(
-        &json!({"alg": "RS256", "typ": "JWT", "kid": kid}),
-        claims,
-        |m| {
-            rsa_key()
-                .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(m))
-                .unwrap()
-        },
-    )
+    make_token(&json!({"alg": "RS256", "typ": "JWT", "kid": kid}), claims, |m| {
+        rsa_key()
+            .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(m))
+            .unwrap()
+    })
 }

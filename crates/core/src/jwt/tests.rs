@@ -48,10 +48,7 @@ fn valid_hs256_token_yields_its_claims_and_principal() {
     assert_eq!(claims.sub(), Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"));
     assert_eq!(claims.exp(), NOW + 3600);
     let p = hs_verifier().principal(&token, None, NOW).unwrap();
-    assert_eq!(
-        p.user_id.as_deref(),
-        Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10")
-    );
+    assert_eq!(p.user_id.as_deref(), Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"));
     assert_eq!(p.role, "authenticated");
     assert_eq!(p.email.as_deref(), Some("ada@example.com"));
     assert_eq!(p.app_metadata["plan"], "pro");
@@ -68,18 +65,12 @@ fn valid_es256_token_verifies_against_the_jwks() {
 #[test]
 fn valid_rs256_token_verifies_against_the_jwks() {
     let token = rs256("rsa-1", &user_claims());
-    assert_eq!(
-        verify_asym(&token).unwrap().email(),
-        Some("ada@example.com")
-    );
+    assert_eq!(verify_asym(&token).unwrap().email(), Some("ada@example.com"));
 }
 
 #[test]
 fn fractional_numeric_dates_are_accepted() {
-    let token = hs256(
-        SECRET,
-        &with(user_claims(), "exp", json!((NOW + 10) as f64 + 0.5)),
-    );
+    let token = hs256(SECRET, &with(user_claims(), "exp", json!((NOW + 10) as f64 + 0.5)));
     assert_eq!(verify_hs(&token).unwrap().exp(), NOW + 10);
 }
 
@@ -94,12 +85,8 @@ fn alg_none_is_rejected_in_any_spelling() {
 
 #[test]
 fn algorithms_outside_the_allow_list_are_rejected() {
-    for alg in [
-        "HS512", "HS384", "RS512", "PS256", "ES384", "EdDSA", "hs256",
-    ] {
-        let token = make_token(&json!({"alg": alg, "kid": "ec-1"}), &user_claims(), |m| {
-            hmac(SECRET, m)
-        });
+    for alg in ["HS512", "HS384", "RS512", "PS256", "ES384", "EdDSA", "hs256"] {
+        let token = make_token(&json!({"alg": alg, "kid": "ec-1"}), &user_claims(), |m| hmac(SECRET, m));
         assert_eq!(verify_hs(&token), Err(JwtError::AlgNotAllowed), "{alg}");
     }
 }
@@ -120,11 +107,9 @@ fn asymmetric_tokens_are_rejected_when_no_jwks_is_given() {
 fn hs256_token_signed_with_a_public_key_naming_that_key_is_a_key_mismatch() {
     // The classic confusion: use the published RSA modulus as an HMAC secret.
     let public = rsa_jwk("rsa-1")["n"].as_str().unwrap().as_bytes().to_vec();
-    let token = make_token(
-        &json!({"alg": "HS256", "kid": "rsa-1"}),
-        &user_claims(),
-        |m| hmac(&public, m),
-    );
+    let token = make_token(&json!({"alg": "HS256", "kid": "rsa-1"}), &user_claims(), |m| {
+        hmac(&public, m)
+    });
     let verifier = hs_verifier();
     assert_eq!(
         verifier.verify(&token, Some(&key_set()), NOW),
@@ -167,23 +152,18 @@ fn token_whose_alg_differs_from_the_jwk_declared_alg_is_a_key_mismatch() {
 fn tampered_payload_fails_the_signature() {
     let token = hs256(SECRET, &user_claims());
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-    parts[1] =
-        URL_SAFE_NO_PAD.encode(with(user_claims(), "role", json!("service_role")).to_string());
+    parts[1] = URL_SAFE_NO_PAD.encode(with(user_claims(), "role", json!("service_role")).to_string());
     assert_eq!(verify_hs(&parts.join(".")), Err(JwtError::BadSignature));
 
     let token = es256(&ec_key(1), "ec-1", &user_claims());
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-    parts[1] =
-        URL_SAFE_NO_PAD.encode(with(user_claims(), "sub", json!("someone-else")).to_string());
+    parts[1] = URL_SAFE_NO_PAD.encode(with(user_claims(), "sub", json!("someone-else")).to_string());
     assert_eq!(verify_asym(&parts.join(".")), Err(JwtError::BadSignature));
 }
 
 #[test]
 fn token_signed_by_a_different_key_fails_the_signature() {
-    let token = hs256(
-        b"another-secret-of-reasonable-length-000000",
-        &user_claims(),
-    );
+    let token = hs256(b"another-secret-of-reasonable-length-000000", &user_claims());
     assert_eq!(verify_hs(&token), Err(JwtError::BadSignature));
     let token = es256(&ec_key(2), "ec-1", &user_claims());
     assert_eq!(verify_asym(&token), Err(JwtError::BadSignature));
@@ -191,17 +171,13 @@ fn token_signed_by_a_different_key_fails_the_signature() {
 
 #[test]
 fn signature_of_the_wrong_shape_fails_the_signature() {
-    let token = make_token(
-        &json!({"alg": "ES256", "kid": "ec-1"}),
-        &user_claims(),
-        |_| vec![7u8; 70],
-    );
+    let token = make_token(&json!({"alg": "ES256", "kid": "ec-1"}), &user_claims(), |_| {
+        vec![7u8; 70]
+    });
     assert_eq!(verify_asym(&token), Err(JwtError::BadSignature));
-    let token = make_token(
-        &json!({"alg": "RS256", "kid": "rsa-1"}),
-        &user_claims(),
-        |_| vec![7u8; 64],
-    );
+    let token = make_token(&json!({"alg": "RS256", "kid": "rsa-1"}), &user_claims(), |_| {
+        vec![7u8; 64]
+    });
     assert_eq!(verify_asym(&token), Err(JwtError::BadSignature));
     let unsigned = hs256(SECRET, &user_claims());
     let cut = &unsigned[..unsigned.rfind('.').unwrap() + 1];
@@ -216,10 +192,7 @@ fn truncated_or_oversized_tokens_are_malformed() {
     assert_eq!(verify_hs(""), Err(JwtError::Malformed));
     assert_eq!(verify_hs("a.b.c.d"), Err(JwtError::Malformed));
     assert_eq!(verify_hs(&format!(".{token}")), Err(JwtError::Malformed));
-    let huge = hs256(
-        SECRET,
-        &with(user_claims(), "pad", json!("x".repeat(MAX_TOKEN_LEN))),
-    );
+    let huge = hs256(SECRET, &with(user_claims(), "pad", json!("x".repeat(MAX_TOKEN_LEN))));
     assert_eq!(verify_hs(&huge), Err(JwtError::Malformed));
 }
 
@@ -228,15 +201,9 @@ fn garbage_base64_is_a_bad_encoding() {
     assert_eq!(verify_hs("!!!.???.***"), Err(JwtError::BadEncoding));
     let token = hs256(SECRET, &user_claims());
     let (head, _) = token.split_once('.').unwrap();
-    assert_eq!(
-        verify_hs(&format!("{head}.pay*load.c2ln")),
-        Err(JwtError::BadEncoding)
-    );
+    assert_eq!(verify_hs(&format!("{head}.pay*load.c2ln")), Err(JwtError::BadEncoding));
     // Padding is not part of JWS's base64url.
-    assert_eq!(
-        verify_hs(&format!("{head}.e30=.c2ln")),
-        Err(JwtError::BadEncoding)
-    );
+    assert_eq!(verify_hs(&format!("{head}.e30=.c2ln")), Err(JwtError::BadEncoding));
 }
 
 #[test]
@@ -267,11 +234,7 @@ fn signed_payload_that_is_not_a_claims_object_is_bad_claims() {
         with(user_claims(), "exp", json!("tomorrow")),
         with(user_claims(), "sub", json!(42)),
     ] {
-        assert_eq!(
-            verify_hs(&hs256(SECRET, &claims)),
-            Err(JwtError::BadClaims),
-            "{claims}"
-        );
+        assert_eq!(verify_hs(&hs256(SECRET, &claims)), Err(JwtError::BadClaims), "{claims}");
     }
 }
 
@@ -279,10 +242,7 @@ fn signed_payload_that_is_not_a_claims_object_is_bad_claims() {
 fn token_without_expiry_is_refused() {
     let mut claims = user_claims();
     claims.as_object_mut().unwrap().remove("exp");
-    assert_eq!(
-        verify_hs(&hs256(SECRET, &claims)),
-        Err(JwtError::MissingExp)
-    );
+    assert_eq!(verify_hs(&hs256(SECRET, &claims)), Err(JwtError::MissingExp));
 }
 
 #[test]
@@ -292,10 +252,7 @@ fn expiry_is_enforced_with_leeway() {
         &with(user_claims(), "exp", json!(NOW - DEFAULT_LEEWAY_SECS + 1)),
     );
     assert!(verify_hs(&just_inside).is_ok());
-    let at_edge = hs256(
-        SECRET,
-        &with(user_claims(), "exp", json!(NOW - DEFAULT_LEEWAY_SECS)),
-    );
+    let at_edge = hs256(SECRET, &with(user_claims(), "exp", json!(NOW - DEFAULT_LEEWAY_SECS)));
     assert_eq!(verify_hs(&at_edge), Err(JwtError::Expired));
     let strict = hs_verifier().with_leeway(0);
     let exp_now = hs256(SECRET, &with(user_claims(), "exp", json!(NOW)));
@@ -304,10 +261,7 @@ fn expiry_is_enforced_with_leeway() {
 
 #[test]
 fn not_before_is_enforced_with_leeway() {
-    let soon = hs256(
-        SECRET,
-        &with(user_claims(), "nbf", json!(NOW + DEFAULT_LEEWAY_SECS)),
-    );
+    let soon = hs256(SECRET, &with(user_claims(), "nbf", json!(NOW + DEFAULT_LEEWAY_SECS)));
     assert!(verify_hs(&soon).is_ok());
     let later = hs256(
         SECRET,
@@ -381,27 +335,16 @@ fn every_rejection_has_its_own_code_and_is_a_401() {
 
 #[test]
 fn principal_distinguishes_the_three_roles() {
-    let anon = Principal::from_claims(
-        &verify_hs(&hs256(SECRET, &json!({"role": "anon", "exp": NOW + 5}))).unwrap(),
-    )
-    .unwrap();
+    let anon =
+        Principal::from_claims(&verify_hs(&hs256(SECRET, &json!({"role": "anon", "exp": NOW + 5}))).unwrap()).unwrap();
     assert_eq!(
-        (
-            anon.user_id.clone(),
-            anon.role.as_str(),
-            anon.is_service_role
-        ),
+        (anon.user_id.clone(), anon.role.as_str(), anon.is_service_role),
         (None, "anon", false)
     );
     assert_eq!(anon.app_metadata, Value::Null);
-    let svc = Principal::from_claims(
-        &verify_hs(&hs256(
-            SECRET,
-            &json!({"role": "service_role", "exp": NOW + 5}),
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let svc =
+        Principal::from_claims(&verify_hs(&hs256(SECRET, &json!({"role": "service_role", "exp": NOW + 5}))).unwrap())
+            .unwrap();
     assert!(svc.is_service_role);
     assert!(!svc.is_authenticated());
 }
@@ -410,18 +353,12 @@ fn principal_distinguishes_the_three_roles() {
 fn principal_refuses_other_roles_and_subjectless_users() {
     for role in [json!("postgres"), json!("supabase_admin"), Value::Null] {
         let claims = verify_hs(&hs256(SECRET, &with(user_claims(), "role", role))).unwrap();
-        assert_eq!(
-            Principal::from_claims(&claims),
-            Err(JwtError::RoleNotAllowed)
-        );
+        assert_eq!(Principal::from_claims(&claims), Err(JwtError::RoleNotAllowed));
     }
     let mut no_sub = user_claims();
     no_sub.as_object_mut().unwrap().remove("sub");
     let claims = verify_hs(&hs256(SECRET, &no_sub)).unwrap();
-    assert_eq!(
-        Principal::from_claims(&claims),
-        Err(JwtError::MissingSubject)
-    );
+    assert_eq!(Principal::from_claims(&claims), Err(JwtError::MissingSubject));
 }
 
 #[test]
@@ -451,9 +388,7 @@ fn jwks_parse_skips_keys_it_cannot_use() {
     let mut p384 = ec.clone();
     p384["crv"] = json!("P-384");
     let mut weak_rsa = rsa_jwk("weak");
-    let n = URL_SAFE_NO_PAD
-        .decode(weak_rsa["n"].as_str().unwrap())
-        .unwrap();
+    let n = URL_SAFE_NO_PAD.decode(weak_rsa["n"].as_str().unwrap()).unwrap();
     weak_rsa["n"] = json!(URL_SAFE_NO_PAD.encode(&n[..128]));
     let set = Jwks::parse(&jwks(&[
         ec,
@@ -476,10 +411,7 @@ fn jwks_parse_skips_keys_it_cannot_use() {
 #[test]
 fn jwks_parse_rejects_documents_without_a_key_array() {
     assert_eq!(Jwks::parse("{").unwrap_err(), JwksError::NotJson);
-    assert_eq!(
-        Jwks::parse(r#"{"keys": {}}"#).unwrap_err(),
-        JwksError::NoKeys
-    );
+    assert_eq!(Jwks::parse(r#"{"keys": {}}"#).unwrap_err(), JwksError::NoKeys);
     assert_eq!(Jwks::parse("[]").unwrap_err(), JwksError::NoKeys);
     assert!(Jwks::parse(r#"{"keys": []}"#).unwrap().keys().is_empty());
 }

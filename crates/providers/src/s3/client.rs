@@ -8,8 +8,8 @@ use super::config::S3Config;
 use super::error::S3Error;
 use super::key::ObjectKey;
 use super::request::{
-    self as rq, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead,
-    ObjectPrefix, PresignedRequest, PutUrlOptions, UploadedPart,
+    self as rq, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead, ObjectPrefix,
+    PresignedRequest, PutUrlOptions, UploadedPart,
 };
 use super::sigv4::SigningTime;
 
@@ -76,15 +76,7 @@ impl<C: HttpClient> S3Client<C> {
         expires_secs: u32,
         at: SigningTime,
     ) -> Result<PresignedRequest, S3Error> {
-        rq::presign_upload_part(
-            &self.config,
-            bucket,
-            key,
-            upload_id,
-            part_number,
-            expires_secs,
-            at,
-        )
+        rq::presign_upload_part(&self.config, bucket, key, upload_id, part_number, expires_secs, at)
     }
 
     async fn send(&self, req: Request) -> Result<edgeworks_core::Response, S3Error> {
@@ -175,12 +167,7 @@ impl<C: HttpClient> S3Client<C> {
         rq::check_status(&self.send(req).await?)
     }
 
-    pub async fn head_object(
-        &self,
-        bucket: &str,
-        key: &ObjectKey,
-        at: SigningTime,
-    ) -> Result<ObjectHead, S3Error> {
+    pub async fn head_object(&self, bucket: &str, key: &ObjectKey, at: SigningTime) -> Result<ObjectHead, S3Error> {
         let req = rq::head_object(&self.config, bucket, key, at)?;
         rq::parse_head_object(&self.send(req).await?)
     }
@@ -199,12 +186,7 @@ impl<C: HttpClient> S3Client<C> {
     }
 
     /// Deleting a missing key succeeds, as in S3.
-    pub async fn delete_object(
-        &self,
-        bucket: &str,
-        key: &ObjectKey,
-        at: SigningTime,
-    ) -> Result<(), S3Error> {
+    pub async fn delete_object(&self, bucket: &str, key: &ObjectKey, at: SigningTime) -> Result<(), S3Error> {
         let req = rq::delete_object(&self.config, bucket, key, at)?;
         rq::check_status(&self.send(req).await?)
     }
@@ -261,13 +243,9 @@ mod tests {
             }
         });
         let key = ObjectKey::for_user("u1", "f.bin").unwrap();
-        let parts =
-            block_on(client(&server.base_url).list_parts("uploads", &key, "UP", at())).unwrap();
+        let parts = block_on(client(&server.base_url).list_parts("uploads", &key, "UP", at())).unwrap();
         assert_eq!(
-            parts
-                .iter()
-                .map(|p| (p.part_number, p.size))
-                .collect::<Vec<_>>(),
+            parts.iter().map(|p| (p.part_number, p.size)).collect::<Vec<_>>(),
             [(1, 5), (2, 6)]
         );
         let reqs = server.requests();
@@ -281,8 +259,7 @@ mod tests {
             xml(200, "<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>1</NextPartNumberMarker></ListPartsResult>")
         });
         let key = ObjectKey::for_user("u1", "f.bin").unwrap();
-        let e =
-            block_on(client(&server.base_url).list_parts("uploads", &key, "UP", at())).unwrap_err();
+        let e = block_on(client(&server.base_url).list_parts("uploads", &key, "UP", at())).unwrap_err();
         assert!(matches!(e, S3Error::InvalidResponse { .. }));
         assert!(server.requests().len() <= 2);
     }
@@ -295,12 +272,7 @@ mod tests {
             .unwrap()
             .port();
         let key = ObjectKey::for_user("u1", "f.bin").unwrap();
-        let e = block_on(client(&format!("http://127.0.0.1:{port}")).head_object(
-            "uploads",
-            &key,
-            at(),
-        ))
-        .unwrap_err();
+        let e = block_on(client(&format!("http://127.0.0.1:{port}")).head_object("uploads", &key, at())).unwrap_err();
         assert!(matches!(e, S3Error::Transport(_)));
         assert_eq!(e.to_api_error().status(), 503);
     }

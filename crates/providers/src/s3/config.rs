@@ -54,9 +54,9 @@ impl Endpoint {
         if authority.contains('@') {
             return Err("must not contain credentials".into());
         }
-        let valid_authority = authority.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-        });
+        let valid_authority = authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
         if !valid_authority {
             return Err("has an invalid host".into());
         }
@@ -89,11 +89,7 @@ impl Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme, self.authority, self.path_prefix
-        )
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path_prefix)
     }
 }
 
@@ -154,11 +150,7 @@ impl S3Config {
     /// `S3_REGION`, `S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY` and the
     /// optional `S3_SESSION_TOKEN`. Empty values count as missing.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<S3Config, S3ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let (endpoint_var, endpoint_url) = match get(ENV_ENDPOINT) {
             Some(e) => (ENV_ENDPOINT, e),
             None => match get(ENV_SUPABASE_URL) {
@@ -191,8 +183,7 @@ impl S3Config {
                 reason: "must not contain '/' or whitespace".into(),
             });
         }
-        let secret =
-            get(ENV_SECRET_ACCESS_KEY).ok_or(S3ConfigError::Missing(ENV_SECRET_ACCESS_KEY))?;
+        let secret = get(ENV_SECRET_ACCESS_KEY).ok_or(S3ConfigError::Missing(ENV_SECRET_ACCESS_KEY))?;
         let mut credentials = Credentials::new(access, secret);
         if let Some(token) = get(ENV_SESSION_TOKEN) {
             credentials = credentials.with_session_token(token);
@@ -211,10 +202,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| m.get(k).cloned()
     }
 
@@ -231,10 +219,7 @@ mod tests {
         assert_eq!(e.path_prefix, "/storage/v1/s3");
         assert_eq!(e.to_string(), "https://proj.supabase.co/storage/v1/s3");
         let e = Endpoint::parse("http://127.0.0.1:9000").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.path_prefix.as_str()),
-            ("127.0.0.1:9000", "")
-        );
+        assert_eq!((e.authority.as_str(), e.path_prefix.as_str()), ("127.0.0.1:9000", ""));
     }
 
     #[test]
@@ -270,10 +255,7 @@ mod tests {
         let mut vars = KEYS.to_vec();
         vars.push(("SUPABASE_URL", "https://abc.supabase.co/"));
         let c = S3Config::from_lookup(env(&vars)).unwrap();
-        assert_eq!(
-            c.endpoint.to_string(),
-            "https://abc.supabase.co/storage/v1/s3"
-        );
+        assert_eq!(c.endpoint.to_string(), "https://abc.supabase.co/storage/v1/s3");
     }
 
     #[test]

@@ -97,11 +97,9 @@ impl S3Error {
                 format!("{field}: {reason}"),
                 json!({ "fields": [{ "field": field, "code": "invalid", "message": reason }] }),
             ),
-            S3Error::Transport(TransportError::Timeout { .. }) => ApiError::new(
-                504,
-                "storage_timeout",
-                "object storage did not answer in time",
-            ),
+            S3Error::Transport(TransportError::Timeout { .. }) => {
+                ApiError::new(504, "storage_timeout", "object storage did not answer in time")
+            }
             S3Error::Transport(TransportError::Network(_)) => {
                 ApiError::unavailable("storage_unavailable", "object storage is unreachable")
             }
@@ -172,11 +170,7 @@ pub fn parse_error_body(status: u16, body: &[u8]) -> Option<S3Error> {
     }
     Some(S3Error::Service {
         status,
-        code: root
-            .child_text("Code")
-            .unwrap_or("Unknown")
-            .trim()
-            .to_string(),
+        code: root.child_text("Code").unwrap_or("Unknown").trim().to_string(),
         message: root.child_text("Message").unwrap_or("").trim().to_string(),
         request_id: root.child_text("RequestId").map(|s| s.trim().to_string()),
     })
@@ -209,10 +203,7 @@ mod tests {
     fn a_bodyless_status_is_named_by_the_status() {
         assert_eq!(S3Error::from_response(404, b"").code(), Some("NotFound"));
         assert_eq!(S3Error::from_response(403, b"").code(), Some("Forbidden"));
-        assert_eq!(
-            S3Error::from_response(500, b"<html>oops").code(),
-            Some("HttpError")
-        );
+        assert_eq!(S3Error::from_response(500, b"<html>oops").code(), Some("HttpError"));
     }
 
     #[test]
@@ -221,19 +212,14 @@ mod tests {
         let api = S3Error::from_response(403, body).to_api_error();
         assert_eq!((api.status(), api.code()), (502, "storage_error"));
         assert!(!api.message().contains("AKIDSECRET"));
-        assert_eq!(
-            api.details().unwrap()["storage_code"],
-            "SignatureDoesNotMatch"
-        );
+        assert_eq!(api.details().unwrap()["storage_code"], "SignatureDoesNotMatch");
     }
 
     #[test]
     fn caller_mistakes_and_outages_map_to_their_statuses() {
         let status_of = |code: &str, status: u16| {
             let body = format!("<Error><Code>{code}</Code></Error>");
-            S3Error::from_response(status, body.as_bytes())
-                .to_api_error()
-                .status()
+            S3Error::from_response(status, body.as_bytes()).to_api_error().status()
         };
         assert_eq!(status_of("NoSuchUpload", 404), 404);
         assert_eq!(status_of("InvalidPart", 400), 400);

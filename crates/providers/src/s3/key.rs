@@ -93,9 +93,7 @@ impl KeyRejection {
     pub fn to_api_error(self, field: &str) -> ApiError {
         let details = json!({ "fields": [{ "field": field, "code": self.code(), "message": self.message() }] });
         match self {
-            KeyRejection::WrongOwner => {
-                ApiError::forbidden(self.code(), self.message()).with_details(details)
-            }
+            KeyRejection::WrongOwner => ApiError::forbidden(self.code(), self.message()).with_details(details),
             _ => ApiError::unprocessable(format!("{field}: {}", self.message()), details),
         }
     }
@@ -329,18 +327,9 @@ mod tests {
 
     #[test]
     fn parsing_a_full_key_requires_an_owner_folder_and_the_right_owner() {
-        assert_eq!(
-            ObjectKey::parse("file.txt"),
-            Err(KeyRejection::NotUserScoped)
-        );
-        assert_eq!(
-            ObjectKey::parse("/u/file.txt"),
-            Err(KeyRejection::AbsolutePath)
-        );
-        assert_eq!(
-            ObjectKey::parse("u/../v/file.txt"),
-            Err(KeyRejection::DotSegment)
-        );
+        assert_eq!(ObjectKey::parse("file.txt"), Err(KeyRejection::NotUserScoped));
+        assert_eq!(ObjectKey::parse("/u/file.txt"), Err(KeyRejection::AbsolutePath));
+        assert_eq!(ObjectKey::parse("u/../v/file.txt"), Err(KeyRejection::DotSegment));
         assert_eq!(
             ObjectKey::parse_owned_by("someone-else/file.txt", USER),
             Err(KeyRejection::WrongOwner)
@@ -372,18 +361,9 @@ mod tests {
             portable_file_name("C:\\Users\\me\\Report (final).PDF").as_deref(),
             Some("Report (final).PDF")
         );
-        assert_eq!(
-            portable_file_name("../../etc/passwd").as_deref(),
-            Some("passwd")
-        );
-        assert_eq!(
-            portable_file_name("фото 1.jpg").as_deref(),
-            Some("____ 1.jpg")
-        );
-        assert_eq!(
-            portable_file_name("  ..hidden  ").as_deref(),
-            Some("hidden")
-        );
+        assert_eq!(portable_file_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(portable_file_name("фото 1.jpg").as_deref(), Some("____ 1.jpg"));
+        assert_eq!(portable_file_name("  ..hidden  ").as_deref(), Some("hidden"));
         assert_eq!(portable_file_name("..."), None);
         assert_eq!(portable_file_name("фото"), None);
         let long = format!("{}.jpeg", "x".repeat(300));

@@ -145,11 +145,7 @@ pub(crate) fn check_upload_id(upload_id: &str) -> Result<(), S3Error> {
 }
 
 /// The decoded path `{prefix}/{bucket}[/{key}]`.
-pub(crate) fn object_path(
-    config: &S3Config,
-    bucket: &str,
-    key: Option<&ObjectKey>,
-) -> Result<String, S3Error> {
+pub(crate) fn object_path(config: &S3Config, bucket: &str, key: Option<&ObjectKey>) -> Result<String, S3Error> {
     check_bucket_name(bucket)?;
     Ok(match key {
         Some(k) => format!("{}/{bucket}/{}", config.endpoint.path_prefix, k.as_str()),
@@ -194,11 +190,7 @@ pub(crate) fn signed(
     let sig = signer(config).sign_headers(&signable, at);
     let mut req = Request::new(
         method,
-        url(
-            config,
-            path,
-            &sigv4::canonical_query_string(&signable.query),
-        ),
+        url(config, path, &sigv4::canonical_query_string(&signable.query)),
     );
     let mut h = Headers::new();
     for (k, v) in signable.headers.iter().chain(sig.headers.iter()) {
@@ -253,15 +245,7 @@ pub(crate) fn presign_put(
     if let Some(len) = options.content_length {
         headers.push(("content-length".to_string(), len.to_string()));
     }
-    presigned(
-        config,
-        Method::Put,
-        &path,
-        Vec::new(),
-        headers,
-        expires_secs,
-        at,
-    )
+    presigned(config, Method::Put, &path, Vec::new(), headers, expires_secs, at)
 }
 
 pub(crate) fn presign_get(
@@ -272,15 +256,7 @@ pub(crate) fn presign_get(
     at: SigningTime,
 ) -> Result<PresignedRequest, S3Error> {
     let path = object_path(config, bucket, Some(key))?;
-    presigned(
-        config,
-        Method::Get,
-        &path,
-        Vec::new(),
-        Vec::new(),
-        expires_secs,
-        at,
-    )
+    presigned(config, Method::Get, &path, Vec::new(), Vec::new(), expires_secs, at)
 }
 
 pub(crate) fn presign_upload_part(
@@ -299,15 +275,7 @@ pub(crate) fn presign_upload_part(
         ("partNumber".to_string(), part_number.to_string()),
         ("uploadId".to_string(), upload_id.to_string()),
     ];
-    presigned(
-        config,
-        Method::Put,
-        &path,
-        query,
-        Vec::new(),
-        expires_secs,
-        at,
-    )
+    presigned(config, Method::Put, &path, query, Vec::new(), expires_secs, at)
 }
 
 fn check_header_value(field: &'static str, v: &str) -> Result<(), S3Error> {
@@ -320,11 +288,7 @@ fn check_header_value(field: &'static str, v: &str) -> Result<(), S3Error> {
     Ok(())
 }
 
-pub(crate) fn create_bucket(
-    config: &S3Config,
-    bucket: &str,
-    at: SigningTime,
-) -> Result<Request, S3Error> {
+pub(crate) fn create_bucket(config: &S3Config, bucket: &str, at: SigningTime) -> Result<Request, S3Error> {
     let path = object_path(config, bucket, None)?;
     // us-east-1 is the default location and takes no body; elsewhere the
     // region must be named or AWS refuses the request.
@@ -337,22 +301,10 @@ pub(crate) fn create_bucket(
         )
         .into_bytes()
     };
-    Ok(signed(
-        config,
-        Method::Put,
-        &path,
-        Vec::new(),
-        Vec::new(),
-        body,
-        at,
-    ))
+    Ok(signed(config, Method::Put, &path, Vec::new(), Vec::new(), body, at))
 }
 
-pub(crate) fn head_bucket(
-    config: &S3Config,
-    bucket: &str,
-    at: SigningTime,
-) -> Result<Request, S3Error> {
+pub(crate) fn head_bucket(config: &S3Config, bucket: &str, at: SigningTime) -> Result<Request, S3Error> {
     let path = object_path(config, bucket, None)?;
     Ok(signed(
         config,
@@ -406,15 +358,7 @@ pub(crate) fn list_parts(
     if let Some(m) = marker {
         query.push(("part-number-marker".into(), m.to_string()));
     }
-    Ok(signed(
-        config,
-        Method::Get,
-        &path,
-        query,
-        Vec::new(),
-        Vec::new(),
-        at,
-    ))
+    Ok(signed(config, Method::Get, &path, query, Vec::new(), Vec::new(), at))
 }
 
 pub(crate) fn complete_multipart_upload(
@@ -434,8 +378,7 @@ pub(crate) fn complete_multipart_upload(
     }
     let mut sorted = parts.to_vec();
     sorted.sort_by_key(|p| p.part_number);
-    let mut body =
-        String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    let mut body = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     let mut previous = 0u16;
     for p in &sorted {
         check_part_number(p.part_number)?;
@@ -576,10 +519,7 @@ pub(crate) fn copy_object(
     let path = object_path(config, dest_bucket, Some(dest))?;
     // The copy source is a URL-encoded `bucket/key`, without the endpoint's
     // path prefix: it names an object, not a URL.
-    let copy_source = format!(
-        "/{source_bucket}/{}",
-        sigv4::uri_encode(source.as_str(), false)
-    );
+    let copy_source = format!("/{source_bucket}/{}", sigv4::uri_encode(source.as_str(), false));
     Ok(signed(
         config,
         Method::Put,
@@ -597,8 +537,7 @@ fn body_root(status: u16, body: &[u8], want: &str) -> Result<xml::Element, S3Err
     let root = xml::parse(text).map_err(|e| invalid(e.to_string()))?;
     if root.name == "Error" {
         // Some operations report failure inside a 200.
-        return Err(parse_error_body(status, body)
-            .unwrap_or_else(|| invalid("error without a code".into())));
+        return Err(parse_error_body(status, body).unwrap_or_else(|| invalid("error without a code".into())));
     }
     if root.name != want {
         return Err(invalid(format!("expected <{want}>, got <{}>", root.name)));
@@ -685,9 +624,7 @@ pub(crate) fn parse_copy_object(resp: &Response) -> Result<CopiedObject, S3Error
     let root = body_root(resp.status, &resp.body, "CopyObjectResult")?;
     Ok(CopiedObject {
         etag: root.child_text("ETag").map(|s| s.trim().to_string()),
-        last_modified: root
-            .child_text("LastModified")
-            .map(|s| s.trim().to_string()),
+        last_modified: root.child_text("LastModified").map(|s| s.trim().to_string()),
     })
 }
 
@@ -709,10 +646,7 @@ pub(crate) fn parse_head_object(resp: &Response) -> Result<ObjectHead, S3Error> 
     })
 }
 
-pub(crate) fn parse_get_object_prefix(
-    resp: Response,
-    max_bytes: u64,
-) -> Result<ObjectPrefix, S3Error> {
+pub(crate) fn parse_get_object_prefix(resp: Response, max_bytes: u64) -> Result<ObjectPrefix, S3Error> {
     // An empty object cannot satisfy `bytes=0-N`: its prefix is empty.
     if resp.status == 416 {
         let total = resp
@@ -801,46 +735,21 @@ mod tests {
         let q = query_of(&p.url);
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("X-Amz-Algorithm"), Some("AWS4-HMAC-SHA256"));
-        assert_eq!(
-            get("X-Amz-Credential"),
-            Some("AKID/20240102/us-east-1/s3/aws4_request")
-        );
+        assert_eq!(get("X-Amz-Credential"), Some("AKID/20240102/us-east-1/s3/aws4_request"));
         assert_eq!(get("X-Amz-Date"), Some("20240102T030405Z"));
         assert_eq!(get("X-Amz-Expires"), Some("600"));
-        assert_eq!(
-            get("X-Amz-SignedHeaders"),
-            Some("content-length;content-type;host")
-        );
+        assert_eq!(get("X-Amz-SignedHeaders"), Some("content-length;content-type;host"));
         assert_eq!(get("X-Amz-Signature").map(str::len), Some(64));
-        assert_eq!(
-            p.headers.get("content-type").map(String::as_str),
-            Some("image/png")
-        );
-        assert_eq!(
-            p.headers.get("content-length").map(String::as_str),
-            Some("1234")
-        );
+        assert_eq!(p.headers.get("content-type").map(String::as_str), Some("image/png"));
+        assert_eq!(p.headers.get("content-length").map(String::as_str), Some("1234"));
         assert_eq!(p.expires_at, at().unix_secs() + 600);
     }
 
     #[test]
     fn the_signature_covers_the_endpoint_path_prefix() {
-        let with = presign_get(
-            &config("https://h/storage/v1/s3"),
-            "uploads",
-            &key(),
-            60,
-            at(),
-        )
-        .unwrap();
+        let with = presign_get(&config("https://h/storage/v1/s3"), "uploads", &key(), 60, at()).unwrap();
         let without = presign_get(&config("https://h"), "uploads", &key(), 60, at()).unwrap();
-        let sig = |u: &str| {
-            query_of(u)
-                .into_iter()
-                .find(|(k, _)| k == "X-Amz-Signature")
-                .unwrap()
-                .1
-        };
+        let sig = |u: &str| query_of(u).into_iter().find(|(k, _)| k == "X-Amz-Signature").unwrap().1;
         assert_ne!(sig(&with.url), sig(&without.url));
     }
 
@@ -880,16 +789,7 @@ mod tests {
         for ok in ["abc", "uploads", "my.bucket-1", &"a".repeat(63)] {
             assert!(check_bucket_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "ab",
-            "Uploads",
-            "a_b",
-            "-ab",
-            "ab-",
-            "a..b",
-            "a/b",
-            &"a".repeat(64),
-        ] {
+        for bad in ["ab", "Uploads", "a_b", "-ab", "ab-", "a..b", "a/b", &"a".repeat(64)] {
             assert!(check_bucket_name(bad).is_err(), "{bad}");
         }
     }
@@ -906,20 +806,10 @@ mod tests {
                 etag: "\"aaa\"".into(),
             },
         ];
-        let r = complete_multipart_upload(
-            &config("http://127.0.0.1:9000"),
-            "uploads",
-            &key(),
-            "UP",
-            &parts,
-            at(),
-        )
-        .unwrap();
+        let r =
+            complete_multipart_upload(&config("http://127.0.0.1:9000"), "uploads", &key(), "UP", &parts, at()).unwrap();
         assert_eq!(r.method, Method::Post);
-        assert_eq!(
-            r.url,
-            "http://127.0.0.1:9000/uploads/u1/docs/a%20b%2Bc.txt?uploadId=UP"
-        );
+        assert_eq!(r.url, "http://127.0.0.1:9000/uploads/u1/docs/a%20b%2Bc.txt?uploadId=UP");
         let body = String::from_utf8(r.body.clone()).unwrap();
         assert!(body.contains("<Part><PartNumber>1</PartNumber><ETag>&quot;aaa&quot;</ETag></Part><Part><PartNumber>2</PartNumber><ETag>&quot;bbb&quot;</ETag></Part>"), "{body}");
         assert_eq!(
@@ -1015,8 +905,7 @@ mod tests {
     fn an_unexpected_document_is_an_invalid_response() {
         let e = parse_create_multipart_upload(&resp(200, "<Other/>")).unwrap_err();
         assert!(matches!(e, S3Error::InvalidResponse { status: 200, .. }));
-        let e = parse_create_multipart_upload(&resp(200, "<InitiateMultipartUploadResult/>"))
-            .unwrap_err();
+        let e = parse_create_multipart_upload(&resp(200, "<InitiateMultipartUploadResult/>")).unwrap_err();
         assert!(matches!(e, S3Error::InvalidResponse { .. }));
     }
 
@@ -1025,18 +914,13 @@ mod tests {
         let mut r = resp(206, "0123");
         r.headers.set("content-range", "bytes 0-3/100");
         let p = parse_get_object_prefix(r, 4).unwrap();
-        assert_eq!(
-            (p.bytes.as_slice(), p.total_size),
-            (&b"0123"[..], Some(100))
-        );
+        assert_eq!((p.bytes.as_slice(), p.total_size), (&b"0123"[..], Some(100)));
         let mut r = resp(416, "");
         r.headers.set("content-range", "bytes */0");
         assert_eq!(parse_get_object_prefix(r, 4).unwrap().total_size, Some(0));
         let p = parse_get_object_prefix(resp(200, "0123456789"), 4).unwrap();
         assert_eq!((p.bytes.as_slice(), p.total_size), (&b"0123"[..], Some(10)));
-        assert!(parse_get_object_prefix(resp(404, ""), 4)
-            .unwrap_err()
-            .is_not_found());
+        assert!(parse_get_object_prefix(resp(404, ""), 4).unwrap_err().is_not_found());
     }
 
     #[test]

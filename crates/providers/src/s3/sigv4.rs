@@ -55,10 +55,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"[REDACTED]")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[REDACTED]"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -113,12 +110,9 @@ impl SigningTime {
             part.parse().ok()
         };
         let month = time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?;
-        let date = time::Date::from_calendar_date(
-            i32::try_from(num(0..4)?).ok()?,
-            month,
-            u8::try_from(num(6..8)?).ok()?,
-        )
-        .ok()?;
+        let date =
+            time::Date::from_calendar_date(i32::try_from(num(0..4)?).ok()?, month, u8::try_from(num(6..8)?).ok()?)
+                .ok()?;
         let t = date
             .with_hms(
                 u8::try_from(num(9..11)?).ok()?,
@@ -244,12 +238,7 @@ impl<'a> Signer<'a> {
 
     /// `<date>/<region>/<service>/aws4_request`
     pub fn scope(&self, at: SigningTime) -> String {
-        format!(
-            "{}/{}/{}/aws4_request",
-            at.date_stamp(),
-            self.region,
-            self.service
-        )
+        format!("{}/{}/{}/aws4_request", at.date_stamp(), self.region, self.service)
     }
 
     /// Signs in header mode: `x-amz-date` (and the session token) join the
@@ -285,10 +274,7 @@ impl<'a> Signer<'a> {
         if let Some(token) = &self.credentials.session_token {
             out.push(("x-amz-security-token".into(), token.clone()));
         }
-        HeaderSignature {
-            parts,
-            headers: out,
-        }
+        HeaderSignature { parts, headers: out }
     }
 
     /// Signs in query mode (a presigned URL valid for `expires_secs`). The
@@ -327,15 +313,8 @@ impl<'a> Signer<'a> {
             &req.payload_hash,
             at,
         );
-        let query_string = format!(
-            "{}&X-Amz-Signature={}",
-            canonical_query_string(&query),
-            parts.signature
-        );
-        Ok(QuerySignature {
-            parts,
-            query_string,
-        })
+        let query_string = format!("{}&X-Amz-Signature={}", canonical_query_string(&query), parts.signature);
+        Ok(QuerySignature { parts, query_string })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -386,10 +365,7 @@ pub fn canonical_request(
         signed_headers,
         payload_hash
     );
-    CanonicalRequest {
-        text,
-        signed_headers,
-    }
+    CanonicalRequest { text, signed_headers }
 }
 
 /// The path, each byte outside the unreserved set percent-encoded once,
@@ -496,9 +472,7 @@ pub fn uri_encode(s: &str, encode_slash: bool) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (b == b'/' && !encode_slash);
+        let keep = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (b == b'/' && !encode_slash);
         if keep {
             out.push(char::from(b));
         } else {

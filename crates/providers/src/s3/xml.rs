@@ -60,9 +60,7 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 .ok_or_else(|| err("unterminated processing instruction"))?;
             rest = &after[end + 2..];
         } else if let Some(after) = rest.strip_prefix("<!--") {
-            let end = after
-                .find("-->")
-                .ok_or_else(|| err("unterminated comment"))?;
+            let end = after.find("-->").ok_or_else(|| err("unterminated comment"))?;
             rest = &after[end + 3..];
         } else if let Some(after) = rest.strip_prefix("<![CDATA[") {
             let end = after.find("]]>").ok_or_else(|| err("unterminated CDATA"))?;
@@ -72,21 +70,14 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             top.text.push_str(&after[..end]);
             rest = &after[end + 3..];
         } else if let Some(after) = rest.strip_prefix("<!") {
-            let end = after
-                .find('>')
-                .ok_or_else(|| err("unterminated declaration"))?;
+            let end = after.find('>').ok_or_else(|| err("unterminated declaration"))?;
             rest = &after[end + 1..];
         } else if let Some(after) = rest.strip_prefix("</") {
             let end = after.find('>').ok_or_else(|| err("unterminated end tag"))?;
             let name = local_name(after[..end].trim());
-            let done = stack
-                .pop()
-                .ok_or_else(|| err("end tag without a start tag"))?;
+            let done = stack.pop().ok_or_else(|| err("end tag without a start tag"))?;
             if done.name != name {
-                return Err(XmlError(format!(
-                    "end tag </{name}> does not match <{}>",
-                    done.name
-                )));
+                return Err(XmlError(format!("end tag </{name}> does not match <{}>", done.name)));
             }
             attach(&mut stack, &mut root, done);
             rest = &after[end + 1..];
@@ -97,10 +88,7 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 Some(i) => (i, true),
                 None => (inner, false),
             };
-            let raw_name = inner
-                .split(|c: char| c.is_whitespace())
-                .next()
-                .unwrap_or("");
+            let raw_name = inner.split(|c: char| c.is_whitespace()).next().unwrap_or("");
             if raw_name.is_empty() {
                 return Err(err("start tag without a name"));
             }
@@ -186,10 +174,7 @@ fn decode_entities(s: &str) -> Result<String, XmlError> {
             "quot" => '"',
             "apos" => '\'',
             _ => {
-                let code = if let Some(hex) = entity
-                    .strip_prefix("#x")
-                    .or_else(|| entity.strip_prefix("#X"))
-                {
+                let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
                     u32::from_str_radix(hex, 16).ok()
                 } else if let Some(dec) = entity.strip_prefix('#') {
                     dec.parse().ok()
@@ -252,10 +237,7 @@ mod tests {
     #[test]
     fn repeated_children_come_back_in_order() {
         let root = parse("<R><P><N>1</N></P><P><N>2</N></P><Other/></R>").unwrap();
-        let ns: Vec<_> = root
-            .children_named("P")
-            .filter_map(|p| p.child_text("N"))
-            .collect();
+        let ns: Vec<_> = root.children_named("P").filter_map(|p| p.child_text("N")).collect();
         assert_eq!(ns, ["1", "2"]);
     }
 
