@@ -17,13 +17,51 @@ use edgeworks_core::request_id::uuid_v4;
 use edgeworks_core::{ApiError, Rng};
 use edgeworks_providers::chat::ChatProvider;
 
-/// What a chat worker needs from the environment: the settings and the
-/// provider (Gemini with a key, the offline provider without).
-pub fn worker_config(lookup: impl Fn(&str) -> Option<String>) -> Result<(Settings, ChatProvider), ApiError> {
-    let settings = Settings::from_lookup(&lookup)?;
-    let provider =
-        ChatProvider::from_lookup(&lookup).map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
-    Ok((settings, provider))
+/// What a chat worker needs besides its database and HTTP client: the
+/// settings, the provider (Gemini with a key, the offline provider without),
+/// its id and today's date for the prompt.
+pub struct WorkerSetup {
+    pub settings: Settings,
+    pub provider: ChatProvider,
+    pub worker_id: String,
+    pub today: String,
+}
+
+impl WorkerSetup {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        worker_id: String,
+        now_ms: i64,
+    ) -> Result<WorkerSetup, ApiError> {
+        let settings = Settings::from_lookup(&lookup)?;
+        let provider =
+            ChatProvider::from_lookup(&lookup).map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
+        let today = edgeworks_core::timeutil::format_rfc3339_ms(now_ms)
+            .get(..10)
+            .unwrap_or("1970-01-01")
+            .to_string();
+        Ok(WorkerSetup {
+            settings,
+            provider,
+            worker_id,
+            today,
+        })
+    }
+
+    pub fn worker<'a, C: edgeworks_core::http_client::HttpClient>(
+        &'a self,
+        db: &'a edgeworks_db::Db<C>,
+        http: &'a C,
+    ) -> worker::Worker<'a, C> {
+        worker::Worker {
+            db,
+            http,
+            provider: &self.provider,
+            worker_id: &self.worker_id,
+            settings: &self.settings,
+            today: &self.today,
+        }
+    }
 }
 
 /// A worker id for callers that did not name one: `<prefix>-<8 hex>`.

@@ -94,7 +94,12 @@ fn start() -> Storage {
             child: None,
             dir: None,
         };
-        block_on(storage.client.create_bucket(&storage.bucket, now())).expect("create the test bucket");
+        // Once per test binary: the tests run in parallel, and s3s-fs answers a
+        // CreateBucket racing another for the same name with a 500.
+        static BUCKET: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        BUCKET.get_or_init(|| {
+            block_on(storage.client.create_bucket(&storage.bucket, now())).expect("create the test bucket")
+        });
         return storage;
     }
 

@@ -3,9 +3,7 @@
 //! the configured provider and completes or retries it.
 //! Answers `{jobs_processed, jobs_failed, processing_time_ms, next_job_available, worker_id}`.
 
-use edgeworks_chat::worker::Worker;
-use edgeworks_chat::{worker_config, worker_id};
-use edgeworks_core::timeutil::format_rfc3339_ms;
+use edgeworks_chat::{worker_id, WorkerSetup};
 use edgeworks_core::validate::{Field, Schema};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_runtime::{export_handler, Ctx, Options};
@@ -38,21 +36,14 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     caller.require_service_role()?;
 
     let env = ctx.env();
-    let (settings, provider) = worker_config(|k| env.get(k).map(str::to_string))?;
-    let worker_id = body
+    let name = body
         .worker_id
         .unwrap_or_else(|| worker_id("chat-process", &mut ctx.rng()));
+    let setup = WorkerSetup::from_lookup(|k| env.get(k).map(str::to_string), name, ctx.clock().now_ms())?;
+    let worker_id = &setup.worker_id;
     let db = service_db(&ctx)?;
     let http = ctx.http();
-    let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();
-    let worker = Worker {
-        db: &db,
-        http: &http,
-        provider: &provider,
-        worker_id: &worker_id,
-        settings: &settings,
-        today: &today,
-    };
+    let worker = setup.worker(&db, &http);
 
     let started = ctx.elapsed_ms();
     let report = worker
@@ -74,7 +65,7 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
         "processing_time_ms": ctx.elapsed_ms().saturating_sub(started),
         "next_job_available": next,
         "worker_id": worker_id,
-        "provider": provider.name(),
+        "provider": setup.provider.name(),
     })))
 }
 

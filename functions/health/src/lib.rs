@@ -3,9 +3,9 @@
 
 use edgeworks_core::ratelimit::Limit;
 use edgeworks_core::{ApiError, Method, Request, Response};
-use edgeworks_db::{Db, DbError};
+use edgeworks_db::DbError;
 use edgeworks_runtime::{export_handler, Ctx, Options};
-use edgeworks_service::rate_limit;
+use edgeworks_service::{rate_limit, service_db};
 use serde_json::{json, Value};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,18 +28,7 @@ async fn health(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
 }
 
 async fn check(ctx: &Ctx) -> Result<Response, ApiError> {
-    let env = ctx.env();
-    let base = env.require("SUPABASE_URL")?;
-    let key = env
-        .first_of(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY"])
-        .ok_or_else(|| {
-            ApiError::new(
-                500,
-                "misconfigured",
-                "the function is missing configuration: SUPABASE_ANON_KEY",
-            )
-        })?;
-    let db = Db::new(ctx.http(), &format!("{}/rest/v1", base.trim_end_matches('/')), key, key);
+    let db = service_db(ctx)?;
 
     let started = ctx.elapsed_ms();
     let ping: Result<Value, DbError> = db.rpc("health_ping", &json!({})).await;

@@ -12,9 +12,7 @@
 //! `BATCH_MARGIN_MS` before the budget ends. A job cut off anyway is not
 //! lost: its lease expires and another worker retries it.
 
-use edgeworks_chat::worker::Worker;
-use edgeworks_chat::{worker_config, worker_id, KIND, QUEUE};
-use edgeworks_core::timeutil::format_rfc3339_ms;
+use edgeworks_chat::{worker_id, WorkerSetup, KIND, QUEUE};
 use edgeworks_core::validate::{Field, Schema};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_db::queue::{JobQueue, WorkerStatus};
@@ -53,29 +51,22 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     caller.require_service_role()?;
 
     let env = ctx.env();
-    let (settings, provider) = worker_config(|k| env.get(k).map(str::to_string))?;
     let clamp = env.parse_or("QUEUE_WORKER_MAX_DURATION_MS", DEFAULT_CLAMP_MS);
     let asked = body.max_duration_ms.unwrap_or(SEED_DEFAULT_DURATION_MS);
     let budget_ms = asked.min(clamp);
     let continuous = body.continuous.unwrap_or(false);
     let batch = body.batch_size.unwrap_or(5);
-    let worker_id = body
+
+    let name = body
         .worker_id
         .unwrap_or_else(|| worker_id("queue-worker", &mut ctx.rng()));
-
+    let setup = WorkerSetup::from_lookup(|k| env.get(k).map(str::to_string), name, ctx.clock().now_ms())?;
+    let worker_id = &setup.worker_id;
     let db = service_db(&ctx)?;
     let http = ctx.http();
-    let today = format_rfc3339_ms(ctx.clock().now_ms())[..10].to_string();
-    let worker = Worker {
-        db: &db,
-        http: &http,
-        provider: &provider,
-        worker_id: &worker_id,
-        settings: &settings,
-        today: &today,
-    };
+    let worker = setup.worker(&db, &http);
     let queue = JobQueue::new(&db);
-    let _ = queue.heartbeat(&worker_id, Some(&[QUEUE]), WorkerStatus::Active).await;
+    let _ = queue.heartbeat(worker_id, Some(&[QUEUE]), WorkerStatus::Active).await;
 
     let started = ctx.elapsed_ms();
     let (mut processed, mut failed, mut iterations) = (0u32, 0u32, 0u32);
@@ -117,7 +108,7 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
         .rpc::<Value>("rate_limit_prune", &json!({ "p_idle_seconds": 3600 }))
         .await;
     let next = worker.next_job_available().await.unwrap_or(false);
-    let _ = queue.heartbeat(&worker_id, None, WorkerStatus::Idle).await;
+    let _ = queue.heartbeat(worker_id, None, WorkerStatus::Idle).await;
 
     let mut data = json!({
         "worker_id": worker_id,
