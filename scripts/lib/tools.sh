@@ -10,6 +10,7 @@ export PATH="$EW_TOOLS/bin:$EW_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 POSTRUST_VERSION=3.1.0
 S3S_FS_VERSION=0.14.1
 DENO_NPM_VERSION=2.9.6
+SUPABASE_CLI_VERSION=3.1.0
 PG_MAJOR=15
 
 ew_log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
@@ -76,3 +77,33 @@ ew_ensure_postgres() {
 
 ew_ensure_postrust() { ew_cargo_install postrust-server "$POSTRUST_VERSION"; }
 ew_ensure_s3s() { ew_cargo_install s3s-fs "$S3S_FS_VERSION" --features binary; }
+
+# The real Supabase CLI, for what it does without Docker: db push/lint with
+# --db-url, migration list/new, gen types. The npm package ships the binary in
+# an optional per-platform package (@supabase/cli-linux-x64), so no download at
+# install time. Its own prefix keeps it from re-resolving the deno package.
+ew_ensure_supabase_cli() {
+  local prefix="$EW_TOOLS/supabase-cli"
+  local stamp="$EW_TOOLS/.installed-supabase-cli-$SUPABASE_CLI_VERSION"
+  if [ ! -f "$stamp" ]; then
+    ew_log "installing supabase CLI $SUPABASE_CLI_VERSION (npm package)"
+    mkdir -p "$prefix"
+    (cd "$prefix" && [ -f package.json ] || echo '{"private":true}' > package.json)
+    (cd "$prefix" && npm install --no-audit --no-fund --loglevel=error --include=optional --save-exact \
+      "supabase@$SUPABASE_CLI_VERSION" >/dev/null) || ew_die "npm install supabase failed"
+    local got; got="$("$prefix/node_modules/.bin/supabase" --version 2>/dev/null)" \
+      || ew_die "the supabase CLI does not run; is its platform package (@supabase/cli-*) installed?"
+    [ "$got" = "$SUPABASE_CLI_VERSION" ] || ew_die "supabase CLI $got installed, $SUPABASE_CLI_VERSION pinned"
+    touch "$stamp"
+  fi
+  export EW_SUPABASE_CLI="$prefix/node_modules/.bin/supabase"
+}
+
+# plpgsql_check, which `supabase db lint` needs; Debian packages it per major.
+ew_ensure_plpgsql_check() {
+  if [ ! -f "/usr/share/postgresql/$PG_MAJOR/extension/plpgsql_check.control" ]; then
+    ew_log "installing postgresql-$PG_MAJOR-plpgsql-check (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$PG_MAJOR-plpgsql-check" >/dev/null \
+      || ew_die "could not install postgresql-$PG_MAJOR-plpgsql-check"
+  fi
+}

@@ -92,26 +92,29 @@ ew_pg_start() { # reset(0/1)
   ew_db_setup "$fresh"
 }
 
-# Baseline, then each migration not yet applied (recorded like the Supabase
-# CLI does), then the seed on a fresh database.
+# Baseline, then the migrations not yet applied (the Supabase CLI's own
+# `db push`, which records them in supabase_migrations.schema_migrations),
+# then the seed on a fresh database.
 ew_db_setup() { # fresh(0/1)
   ew_psql -f scripts/local/baseline.sql >/dev/null
-  local f version applied
-  for f in supabase/migrations/*.sql; do
-    [ -e "$f" ] || continue
-    version="$(basename "$f")"; version="${version%%_*}"
-    applied="$(ew_psql -tA -c "select 1 from supabase_migrations.schema_migrations where version = '$version'")"
-    [ -n "$applied" ] && continue
-    ew_log "migration $(basename "$f")"
-    ew_psql --single-transaction -f "$f" \
-      -c "insert into supabase_migrations.schema_migrations (version, name) values ('$version', '$(basename "$f" .sql)')" >/dev/null \
-      || return 1
-  done
+  ew_db_push "postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres" || return 1
   if [ "$1" = 1 ] && [ -f supabase/seed.sql ]; then
     ew_log "seed.sql"
     ew_psql -f supabase/seed.sql >/dev/null || return 1
   fi
   ew_psql -c "notify pgrst, 'reload schema'" >/dev/null
+}
+
+# `supabase db push` against a database URL: the same command a hosted project
+# gets. Loopback Postgres has no TLS; sslmode=disable says so up front, where the
+# CLI would otherwise try TLS and print a warning on every run. --skip-vault:
+# config.toml declares no Vault secrets and the local baseline has no vault schema.
+ew_db_push() { # db-url
+  local out
+  ew_ensure_supabase_cli
+  out="$("$EW_SUPABASE_CLI" db push --remote="$1?sslmode=disable" --yes --skip-vault 2>&1)" \
+    || { printf '%s\n' "$out" >&2; ew_log "supabase db push failed"; return 1; }
+  printf '%s\n' "$out" | grep -E '^Applying migration' | sed 's/^/    /' >&2 || true
 }
 
 ew_spawn() { # name logfile command...
