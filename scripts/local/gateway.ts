@@ -7,8 +7,17 @@
 // It logs one line per request (method, path, status, ms) and runs the
 // scheduler that stands in for pg_cron + pg_net.
 //
+// Like Kong in front of a Supabase project, it answers bad requests itself,
+// in the standard envelope: a method outside the HTTP API's (405 + Allow), a
+// query too long or with too many parameters (414 / 400), a body shorter
+// than its Content-Length (400). Requests whose URI reaches 64 KiB never get
+// here: the HTTP server library refuses them with a bare 400.
+// The caller's address sent upstream is the socket peer's, never what the
+// client wrote in X-Forwarded-For, so per-IP rate limits cannot be dodged.
+//
 // Configured by a JSON file named in EW_GATEWAY_CONFIG (written by scripts/serve).
 
+import { watchedBody } from "./request_body.ts";
 import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
 
 interface FunctionSpec {
@@ -38,11 +47,91 @@ const routes = new Map<string, string>(); // function name -> base URL
 const S3_PREFIX = "/storage/v1/s3";
 const storage = config.s3 ? s3Proxy(config.s3, S3_PREFIX) : null;
 
-function envelope(status: number, code: string, message: string): Response {
+/** Methods the APIs behind the gateway take; anything else (TRACE, CONNECT, ...) is refused here. */
+const ALLOWED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/** Far above any real query (a presigned S3 URL's is under 1 KiB), far below the 64 KiB the server library takes. */
+const MAX_QUERY_BYTES = 16 * 1024;
+const MAX_QUERY_PARAMS = 1000;
+
+function envelope(
+  status: number,
+  code: string,
+  message: string,
+  details: unknown = null,
+  headers: Record<string, string> = {},
+): Response {
   return Response.json(
-    { success: false, error: { code, message }, request_id: crypto.randomUUID() },
-    { status, headers: { "access-control-allow-origin": "*" } },
+    { success: false, error: { code, message, details }, request_id: crypto.randomUUID() },
+    { status, headers: { "access-control-allow-origin": "*", ...headers } },
   );
+}
+
+/** The gateway's own refusals that apply to every route, or null to go on. */
+function refuseEarly(req: Request, url: URL): Response | null {
+  if (!ALLOWED_METHODS.includes(req.method)) {
+    return envelope(405, "method_not_allowed", `method ${req.method} is not allowed`, { allowed: ALLOWED_METHODS }, {
+      allow: ALLOWED_METHODS.join(", "),
+    });
+  }
+  const query = url.search.slice(1);
+  if (query.length > MAX_QUERY_BYTES) {
+    return envelope(414, "query_too_long", `the query string is ${query.length} bytes; at most ${MAX_QUERY_BYTES}`, {
+      limit_bytes: MAX_QUERY_BYTES,
+    });
+  }
+  // Counted on the raw string: `a&a&a` is three parameters whatever their values.
+  const params = query === "" ? 0 : query.split("&").length;
+  if (params > MAX_QUERY_PARAMS) {
+    return envelope(
+      400,
+      "too_many_query_parameters",
+      `the query has ${params} parameters; at most ${MAX_QUERY_PARAMS}`,
+      { limit: MAX_QUERY_PARAMS },
+    );
+  }
+  return null;
+}
+
+/**
+ * PostgREST's error shape, for refusals on /rest/v1 that postrust-server
+ * would not make itself: Supabase's PostgREST refuses a token without a
+ * numeric `exp`, postrust-server takes it. The signature is still postrust's
+ * to check; this only reads the claims.
+ */
+function refuseTokenForRest(req: Request): Response | null {
+  const tokens: string[] = [];
+  const auth = req.headers.get("authorization");
+  if (auth && /^bearer\s/i.test(auth)) tokens.push(auth.replace(/^bearer\s+/i, "").trim());
+  const apikey = req.headers.get("apikey");
+  if (apikey) tokens.push(apikey.trim());
+  const nowSecs = Date.now() / 1000;
+  for (const token of tokens) {
+    const parts = token.split(".");
+    // Not a JWT (an opaque API key): postrust decides.
+    if (parts.length !== 3) continue;
+    let exp: unknown;
+    try {
+      const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+      exp = claims?.exp;
+    } catch {
+      return postgrestError(401, "PGRST301", "JWT cannot be decoded");
+    }
+    if (typeof exp !== "number" || !Number.isFinite(exp)) {
+      return postgrestError(401, "PGRST301", "JWT has no numeric exp claim");
+    }
+    if (exp <= nowSecs) return postgrestError(401, "PGRST303", "JWT expired");
+  }
+  return null;
+}
+
+function postgrestError(status: number, code: string, message: string): Response {
+  return Response.json({ code, details: null, hint: null, message }, {
+    status,
+    headers: {
+      "access-control-allow-origin": "*",
+      "www-authenticate": `Bearer error="invalid_token", error_description="${message}"`,
+    },
+  });
 }
 
 function freePort(): number {
@@ -95,32 +184,46 @@ async function startFunction(spec: FunctionSpec): Promise<void> {
   });
 }
 
+/** Headers through which a client could claim another address; replaced by the socket peer's. */
+const CLIENT_ADDRESS_HEADERS = ["x-forwarded-for", "x-real-ip", "forwarded"];
+
 async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo): Promise<Response> {
   const headers = new Headers(req.headers);
+  // The one address the gateway can vouch for is its socket peer; whatever the
+  // client wrote in these headers is dropped, so it cannot pick its rate-limit bucket.
+  for (const h of CLIENT_ADDRESS_HEADERS) headers.delete(h);
   const client = (info.remoteAddr as Deno.NetAddr).hostname;
-  const prior = headers.get("x-forwarded-for");
-  headers.set("x-forwarded-for", prior ? `${prior}, ${client}` : client);
+  headers.set("x-forwarded-for", client);
+  headers.set("x-real-ip", client);
   headers.set("x-forwarded-host", headers.get("host") ?? "");
   headers.set("x-forwarded-proto", "http");
+  const body = watchedBody(req.body);
   try {
     const resp = await fetch(target, {
       method: req.method,
       headers,
-      body: req.body,
+      body: body.stream,
       redirect: "manual",
       // @ts-ignore: Deno needs duplex for streamed request bodies
       duplex: "half",
     });
     return new Response(resp.body, { status: resp.status, headers: resp.headers });
   } catch (e) {
+    if (body.failed()) {
+      return envelope(400, "body_incomplete", "the request body ended before its Content-Length (or was cut off)");
+    }
     return envelope(502, "upstream_unavailable", `upstream did not answer: ${(e as Error).message}`);
   }
 }
 
-async function route(req: Request, info: Deno.ServeHandlerInfo): Promise<Response> {
+function route(req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> {
   const url = new URL(req.url);
   const path = url.pathname;
+  const early = refuseEarly(req, url);
+  if (early) return early;
   if (path.startsWith("/rest/v1/") || path === "/rest/v1") {
+    const refused = refuseTokenForRest(req);
+    if (refused) return refused;
     return proxy(req, config.rest_url + path.slice("/rest/v1".length) + url.search, info);
   }
   if (path === S3_PREFIX || path.startsWith(S3_PREFIX + "/")) {

@@ -2,6 +2,10 @@
 import json
 import os
 import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from s3_buckets import gateway_rules  # noqa: E402
 
 root = pathlib.Path(__file__).resolve().parents[2]
 fn_root = root / "supabase" / "functions"
@@ -49,6 +53,8 @@ print(json.dumps({
         "region": s3_env["S3_REGION"],
         "access_key_id": s3_env["S3_ACCESS_KEY_ID"],
         "secret_access_key": s3_env["S3_SECRET_ACCESS_KEY"],
+        # The buckets' size and type rules, enforced on uploads as Supabase Storage does.
+        **gateway_rules(root / "supabase" / "config.toml"),
     } if s3_env.get("S3_DIRECT_ENDPOINT") else None,
     "deno": os.environ["EW_DENO"],
     "functions_root": str(fn_root),

@@ -6,6 +6,9 @@
   s3_buckets.py policy-json <config.toml>  print the STORAGE_BUCKETS JSON the
                                            functions read (crates/core storage_policy)
   s3_buckets.py names <config.toml>        print the bucket names, one a line
+  s3_buckets.py gateway-rules <config.toml>
+                                           print the rules the gateway's S3
+                                           endpoint enforces (sizes in bytes)
 
 `create` reads S3_ENDPOINT, S3_REGION, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY
 from the environment (never from argv, where `ps` would show the secret) and
@@ -55,6 +58,56 @@ def policy_json(path):
             b["allowed_mime_types"] = list(spec["allowed_mime_types"])
         out["buckets"][name] = b
     return json.dumps(out, separators=(",", ":"), sort_keys=True)
+
+
+_UNIT_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+
+
+def parse_size(text):
+    """Bytes in "50MiB", "1.5 GB", "512k", "1024" or an integer: binary
+    multiples, as the Supabase CLI reads config.toml (and as
+    crates/core storage_policy::parse_size does for the functions)."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"{text!r} is not a size")
+    if isinstance(text, int):
+        return text
+    s = text.strip()
+    i = 0
+    while i < len(s) and (s[i].isdigit() or s[i] == "."):
+        i += 1
+    num, unit = s[:i], s[i:]
+    if not num or num.startswith(".") or num.endswith(".") or num.count(".") > 1:
+        raise ValueError(f"{text!r} is not a size like \"50MiB\"")
+    unit = unit[1:] if unit.startswith(" ") else unit
+    unit = unit.lower()
+    shift = _UNIT_SHIFT.get(unit[:1], 0)
+    rest = unit[1:] if shift else unit
+    if rest not in ("", "i", "b", "ib"):
+        raise ValueError(f"{text!r} is not a size like \"50MiB\"")
+    whole, _, frac = num.partition(".")
+    multiplier = 1 << shift
+    frac = frac[:18]
+    frac_bytes = int(frac) * multiplier // (10 ** len(frac)) if frac else 0
+    return int(whole) * multiplier + frac_bytes
+
+
+def gateway_rules(path):
+    """What the gateway's /storage/v1/s3 enforces: per bucket the effective
+    size limit (the smaller of the bucket's and [storage]'s) and the allowed
+    types; buckets config.toml does not list get [storage]'s limit only."""
+    storage, buckets = load_storage(path)
+    default = storage.get("file_size_limit")
+    default = parse_size(default) if default is not None else None
+    out = {"buckets": {}, "default_file_size_limit": default}
+    for name, spec in buckets.items():
+        own = spec.get("file_size_limit")
+        own = parse_size(own) if own is not None else None
+        limits = [x for x in (own, default) if x is not None]
+        out["buckets"][name] = {
+            "file_size_limit": min(limits) if limits else None,
+            "allowed_mime_types": [t.strip().lower() for t in spec.get("allowed_mime_types") or []],
+        }
+    return out
 
 
 def _hmac(key, msg):
@@ -120,13 +173,15 @@ def create(path):
 
 
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ("create", "policy-json", "names"):
+    if len(argv) != 3 or argv[1] not in ("create", "policy-json", "names", "gateway-rules"):
         sys.exit(__doc__)
     cmd, path = argv[1], argv[2]
     if cmd == "create":
         create(path)
     elif cmd == "policy-json":
         print(policy_json(path))
+    elif cmd == "gateway-rules":
+        print(json.dumps(gateway_rules(path), sort_keys=True))
     else:
         for name in load_storage(path)[1]:
             print(name)

@@ -324,3 +324,315 @@ Deno.test("the proxy re-signs for the upstream without the prefix or presigning 
     await upstream.shutdown();
   }
 });
+
+// --- bucket rules (size, type, key length) ------------------------------------
+
+/**
+ * An in-memory S3 behind the proxy: PUT/GET/HEAD/DELETE objects, and
+ * multipart uploads (create, parts, complete concatenates in order). Enough
+ * to see what reached storage and what did not.
+ */
+function memoryS3() {
+  const objects = new Map<string, { body: Uint8Array; type: string | null }>();
+  const uploads = new Map<string, Map<number, Uint8Array>>();
+  let requests = 0;
+  let nextId = 1;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    requests++;
+    await verifyRequest(req, S3);
+    const u = new URL(req.url);
+    const key = decodeURIComponent(u.pathname);
+    const q = u.searchParams;
+    if (req.method === "POST" && q.has("uploads")) {
+      const id = `up-${nextId++}`;
+      uploads.set(id, new Map());
+      return new Response(`<InitiateMultipartUploadResult><UploadId>${id}</UploadId></InitiateMultipartUploadResult>`);
+    }
+    if (req.method === "PUT" && q.has("uploadId")) {
+      uploads.get(q.get("uploadId")!)!.set(Number(q.get("partNumber")), new Uint8Array(await req.arrayBuffer()));
+      return new Response(null, { headers: { etag: '"p"' } });
+    }
+    if (req.method === "POST" && q.has("uploadId")) {
+      const parts = uploads.get(q.get("uploadId")!)!;
+      const named = [...(await req.text()).matchAll(/<PartNumber>(\d+)<\/PartNumber>/g)].map((m) => Number(m[1]));
+      const chunks = named.map((n) => parts.get(n)!);
+      const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let at = 0;
+      for (const c of chunks) body.set(c, at), at += c.length;
+      objects.set(key, { body, type: null });
+      return new Response("<CompleteMultipartUploadResult/>");
+    }
+    if (req.method === "PUT" && req.headers.has("x-amz-copy-source")) {
+      const src = objects.get("/" + decodeURIComponent(req.headers.get("x-amz-copy-source")!).replace(/^\/+/, ""));
+      if (!src) return new Response("<Error><Code>NoSuchKey</Code></Error>", { status: 404 });
+      objects.set(key, { ...src });
+      return new Response("<CopyObjectResult/>");
+    }
+    if (req.method === "PUT") {
+      objects.set(key, { body: new Uint8Array(await req.arrayBuffer()), type: req.headers.get("content-type") });
+      return new Response(null, { headers: { etag: '"o"' } });
+    }
+    if (req.method === "DELETE") {
+      objects.delete(key);
+      return new Response(null, { status: 204 });
+    }
+    const o = objects.get(key);
+    if (!o) return new Response(null, { status: 404 });
+    const headers = { "content-length": String(o.body.length), "content-type": o.type ?? "application/octet-stream" };
+    return new Response(req.method === "HEAD" ? null : o.body as Uint8Array<ArrayBuffer>, { headers });
+  });
+  const proxy = s3Proxy({
+    upstream: `http://127.0.0.1:${server.addr.port}`,
+    region: "us-east-1",
+    access_key_id: KEYS.accessKeyId,
+    secret_access_key: KEYS.secretAccessKey,
+    // 10 bytes in uploads; "open" is not listed, so it has the default (none).
+    buckets: { uploads: { file_size_limit: 10, allowed_mime_types: ["text/plain", "image/*"] } },
+    default_file_size_limit: null,
+  }, "/storage/v1/s3");
+  return { objects, uploads, proxy, requests: () => requests, close: () => server.shutdown() };
+}
+
+const BASE = "http://127.0.0.1:54321/storage/v1/s3";
+
+/** A header-signed request through the proxy (UNSIGNED-PAYLOAD unless a hash is given). */
+async function signed(
+  method: string,
+  path: string,
+  opts: { body?: BodyInit | null; headers?: Record<string, string>; payloadHash?: string } = {},
+): Promise<Request> {
+  const url = `${BASE}${path}`;
+  const headers = new Headers(opts.headers ?? {});
+  await signHeaders({ method, url, headers, payloadHash: opts.payloadHash ?? UNSIGNED_PAYLOAD, ...S3 });
+  return new Request(url, { method, headers, body: opts.body ?? null });
+}
+
+async function s3Error(resp: Response): Promise<[number, string | undefined]> {
+  const text = await resp.text();
+  return [resp.status, /<Code>([^<]*)<\/Code>/.exec(text)?.[1]];
+}
+
+Deno.test("a PUT of a type the bucket does not take is refused with 415 InvalidMimeType and not stored", async () => {
+  const s3 = memoryS3();
+  try {
+    const html = await s3.proxy(
+      await signed("PUT", "/uploads/x/page.html", { body: "<p>hi</p>", headers: { "content-type": "text/html" } }),
+    );
+    assertEquals(await s3Error(html), [415, "InvalidMimeType"]);
+    // Parameters and case do not change the type; a matching wildcard is taken.
+    const png = await s3.proxy(
+      await signed("PUT", "/uploads/x/a.png", { body: "png", headers: { "content-type": "IMAGE/PNG; x=1" } }),
+    );
+    assertEquals(png.status, 200, await png.clone().text());
+    await png.body?.cancel();
+    const presigned = await presignUrl({
+      method: "PUT",
+      url: `${BASE}/uploads/x/p.html`,
+      expiresSecs: 60,
+      headers: { "content-type": "text/html" },
+      ...S3,
+    });
+    const viaUrl = await s3.proxy(
+      new Request(presigned, { method: "PUT", headers: { "content-type": "text/html" }, body: "<p>x</p>" }),
+    );
+    assertEquals(await s3Error(viaUrl), [415, "InvalidMimeType"]);
+    assertEquals([...s3.objects.keys()], ["/uploads/x/a.png"]);
+  } finally {
+    await s3.close();
+  }
+});
+
+Deno.test("a PUT declaring more than the bucket's limit is refused with 413 EntityTooLarge before its body is read", async () => {
+  const s3 = memoryS3();
+  try {
+    let pulled = 0;
+    // A body that never ends: answering at all proves nothing waited for it.
+    const endless = new ReadableStream<Uint8Array>({
+      pull(c) {
+        pulled++;
+        c.enqueue(new Uint8Array(1024));
+      },
+    });
+    const req = await signed("PUT", "/uploads/x/huge.txt", {
+      body: endless,
+      headers: { "content-type": "text/plain", "content-length": String(2 ** 40) },
+    });
+    const resp = await s3.proxy(req);
+    const text = await resp.text();
+    assertEquals(resp.status, 413, text);
+    assert(text.includes("<Code>EntityTooLarge</Code>") && text.includes("<MaxSizeAllowed>10</MaxSizeAllowed>"), text);
+    assert(text.includes(`<ProposedSize>${2 ** 40}</ProposedSize>`), text);
+    assert(pulled <= 1, `the proxy read ${pulled} chunks of a refused body`);
+    assertEquals(s3.requests(), 0, "nothing reached storage");
+  } finally {
+    await s3.close();
+  }
+});
+
+Deno.test("an upload over the limit is refused whatever way its size arrives: chunked, hashed, or exactly at the limit allowed", async () => {
+  const s3 = memoryS3();
+  try {
+    const chunked = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("123456"));
+        c.enqueue(new TextEncoder().encode("7890X"));
+        c.close();
+      },
+    });
+    const r1 = await s3.proxy(
+      await signed("PUT", "/uploads/c.txt", { body: chunked, headers: { "content-type": "text/plain" } }),
+    );
+    assertEquals(await s3Error(r1), [413, "EntityTooLarge"]);
+    const eleven = "12345678901";
+    const r2 = await s3.proxy(
+      await signed("PUT", "/uploads/h.txt", {
+        body: eleven,
+        payloadHash: await sha256Hex(eleven),
+        headers: { "content-type": "text/plain" },
+      }),
+    );
+    assertEquals(await s3Error(r2), [413, "EntityTooLarge"]);
+    assertEquals(s3.objects.size, 0);
+    const ten = await s3.proxy(
+      await signed("PUT", "/uploads/ten.txt", { body: "1234567890", headers: { "content-type": "text/plain" } }),
+    );
+    assertEquals(ten.status, 200);
+    await ten.body?.cancel();
+    assertEquals([...s3.objects.keys()], ["/uploads/ten.txt"]);
+  } finally {
+    await s3.close();
+  }
+});
+
+Deno.test("a key over 1024 bytes or with a segment over 255 bytes is refused with 400 KeyTooLongError", async () => {
+  const s3 = memoryS3();
+  try {
+    for (
+      const key of [
+        "a".repeat(256),
+        ["b", "c", "d", "e", "f"].map((c) => c.repeat(250)).join("/"),
+      ]
+    ) {
+      const put = await s3.proxy(
+        await signed("PUT", `/uploads/${key}`, { body: "x", headers: { "content-type": "text/plain" } }),
+      );
+      assertEquals(await s3Error(put), [400, "KeyTooLongError"]);
+      const get = await s3.proxy(await signed("GET", `/uploads/${key}`));
+      assertEquals(await s3Error(get), [400, "KeyTooLongError"]);
+    }
+    // Multi-byte characters count as bytes: 128 × "é" is 256 bytes.
+    const accented = await s3.proxy(
+      await signed("PUT", `/uploads/${encodeURIComponent("é".repeat(128))}`, { body: "x" }),
+    );
+    assertEquals(await s3Error(accented), [400, "KeyTooLongError"]);
+    assertEquals(s3.requests(), 0);
+    const ok = await s3.proxy(
+      await signed("PUT", `/uploads/${"a".repeat(255)}`, { body: "x", headers: { "content-type": "text/plain" } }),
+    );
+    assertEquals(ok.status, 200);
+    await ok.body?.cancel();
+  } finally {
+    await s3.close();
+  }
+});
+
+async function multipart(s3: ReturnType<typeof memoryS3>, key: string, type: string): Promise<string> {
+  const r = await s3.proxy(await signed("POST", `/uploads/${key}?uploads`, { headers: { "content-type": type } }));
+  const text = await r.text();
+  assertEquals(r.status, 200, text);
+  return /<UploadId>([^<]+)<\/UploadId>/.exec(text)![1];
+}
+
+async function uploadPart(s3: ReturnType<typeof memoryS3>, key: string, id: string, n: number, body: string) {
+  return await s3.proxy(await signed("PUT", `/uploads/${key}?partNumber=${n}&uploadId=${id}`, { body }));
+}
+
+function completion(parts: number[]): string {
+  return `<CompleteMultipartUpload>${
+    parts.map((n) => `<Part><PartNumber>${n}</PartNumber><ETag>"p"</ETag></Part>`).join("")
+  }</CompleteMultipartUpload>`;
+}
+
+Deno.test("multipart: a disallowed type is refused at creation, a part or a total over the limit is refused, nothing stored", async () => {
+  const s3 = memoryS3();
+  try {
+    const html = await s3.proxy(
+      await signed("POST", "/uploads/m.html?uploads", { headers: { "content-type": "text/html" } }),
+    );
+    assertEquals(await s3Error(html), [415, "InvalidMimeType"]);
+    assertEquals(s3.uploads.size, 0);
+
+    const id = await multipart(s3, "m.txt", "text/plain");
+    const big = await uploadPart(s3, "m.txt", id, 1, "12345678901");
+    assertEquals(await s3Error(big), [413, "EntityTooLarge"]);
+    assertEquals(s3.uploads.get(id)!.size, 0, "the oversized part was not stored");
+    for (const n of [1, 2]) {
+      const r = await uploadPart(s3, "m.txt", id, n, "123456");
+      assertEquals(r.status, 200);
+      await r.body?.cancel();
+    }
+    const done = await s3.proxy(await signed("POST", `/uploads/m.txt?uploadId=${id}`, { body: completion([1, 2]) }));
+    const text = await done.text();
+    assertEquals(done.status, 413, text);
+    assert(text.includes("<ProposedSize>12</ProposedSize>"), text);
+    assertEquals(s3.objects.has("/uploads/m.txt"), false);
+
+    // The same upload completed with one part fits.
+    const one = await s3.proxy(await signed("POST", `/uploads/m.txt?uploadId=${id}`, { body: completion([1]) }));
+    assertEquals(one.status, 200, await one.clone().text());
+    await one.body?.cancel();
+  } finally {
+    await s3.close();
+  }
+});
+
+Deno.test("multipart: parts the proxy never saw are caught after completion, and the object is deleted", async () => {
+  const s3 = memoryS3();
+  try {
+    const id = await multipart(s3, "late.txt", "text/plain");
+    // As if stored before the gateway restarted: straight into storage, past the proxy.
+    s3.uploads.get(id)!.set(1, new Uint8Array(8)).set(2, new Uint8Array(8));
+    const done = await s3.proxy(await signed("POST", `/uploads/late.txt?uploadId=${id}`, { body: completion([1, 2]) }));
+    const text = await done.text();
+    assertEquals(done.status, 413, text);
+    assert(text.includes("<ProposedSize>16</ProposedSize>"), text);
+    assertEquals(s3.objects.has("/uploads/late.txt"), false);
+  } finally {
+    await s3.close();
+  }
+});
+
+Deno.test("a copy into a bucket is held to its rules: size and, with REPLACE, the new type", async () => {
+  const s3 = memoryS3();
+  try {
+    s3.objects.set("/open/big.txt", { body: new Uint8Array(64), type: "text/plain" });
+    s3.objects.set("/open/page.html", { body: new Uint8Array(4), type: "text/html" });
+    const big = await s3.proxy(
+      await signed("PUT", "/uploads/big.txt", { headers: { "x-amz-copy-source": "/open/big.txt" } }),
+    );
+    assertEquals(await s3Error(big), [413, "EntityTooLarge"]);
+    const html = await s3.proxy(
+      await signed("PUT", "/uploads/p.html", { headers: { "x-amz-copy-source": "open/page.html" } }),
+    );
+    assertEquals(await s3Error(html), [415, "InvalidMimeType"]);
+    const replaced = await s3.proxy(
+      await signed("PUT", "/uploads/p.txt", {
+        headers: {
+          "x-amz-copy-source": "open/page.html",
+          "x-amz-metadata-directive": "REPLACE",
+          "content-type": "text/html",
+        },
+      }),
+    );
+    assertEquals(await s3Error(replaced), [415, "InvalidMimeType"]);
+    assertEquals([...s3.objects.keys()].filter((k) => k.startsWith("/uploads/")), []);
+    // A bucket with no rules takes anything.
+    const open = await s3.proxy(
+      await signed("PUT", "/open/copy.html", { headers: { "x-amz-copy-source": "open/page.html" } }),
+    );
+    assertEquals(open.status, 200);
+    await open.body?.cancel();
+  } finally {
+    await s3.close();
+  }
+});
