@@ -9,6 +9,10 @@
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { callFunction, eventually, need, stack } from "../support/stack.ts";
 import type { RecordedRequest, Step } from "../support/fake_gemini.ts";
+import type { Database } from "../../types/database.ts";
+
+/** supabase-js typed by the schema (types/database.ts, generated from the migrations). */
+export type ChatClient = SupabaseClient<Database>;
 
 export function fakeGeminiUrl(): string {
   return need("FAKE_GEMINI_URL").replace(/\/+$/, "");
@@ -42,15 +46,15 @@ export function questionAsked(req: RecordedRequest): string {
 }
 
 /** supabase-js as a signed-in user (no session storage, no refresh timers). */
-export function userClient(token: string): SupabaseClient {
-  return createClient(stack.url, stack.anonKey, {
+export function userClient(token: string): ChatClient {
+  return createClient<Database>(stack.url, stack.anonKey, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
     global: { headers: { Authorization: `Bearer ${token}` } },
   });
 }
 
 /** supabase-js with the service_role key (what workers and schedulers use). */
-export function serviceClient(): SupabaseClient {
+export function serviceClient(): ChatClient {
   return userClient(stack.serviceKey);
 }
 
@@ -61,7 +65,7 @@ export interface Invoked {
 
 /** functions.invoke, with the status and body whether it succeeded or not. */
 export async function invoke(
-  client: SupabaseClient,
+  client: ChatClient,
   name: string,
   options: { body?: unknown; method?: "GET" | "POST"; headers?: Record<string, string> } = {},
 ): Promise<Invoked> {
