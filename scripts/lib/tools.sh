@@ -107,3 +107,13 @@ ew_ensure_plpgsql_check() {
       || ew_die "could not install postgresql-$PG_MAJOR-plpgsql-check"
   fi
 }
+
+# wal2json, the logical decoding plugin the gateway's Realtime reads
+# postgres_changes with; Debian packages it per major.
+ew_ensure_wal2json() {
+  if [ ! -f "/usr/lib/postgresql/$PG_MAJOR/lib/wal2json.so" ]; then
+    ew_log "installing postgresql-$PG_MAJOR-wal2json (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$PG_MAJOR-wal2json" >/dev/null \
+      || ew_die "could not install postgresql-$PG_MAJOR-wal2json"
+  fi
+}
