@@ -25,6 +25,11 @@
 //! - Integers accept JSON numbers with no fractional part (`3` and `3.0`).
 //! - Field paths read `options.temperature`, `messages[2].content`; an error
 //!   about the body as a whole has the path `body`.
+//! - No string anywhere in a validated body may contain NUL (`\u0000`),
+//!   code `contains_nul`: Postgres `text` and `jsonb` cannot store it, so a
+//!   NUL that got past validation would surface as a 500 from SQL. This holds
+//!   for every string field whatever its other rules, and for every string
+//!   and key inside a [`Field::any`] value.
 //! - At most [`MAX_REPORTED_ERRORS`] errors are reported; when checking
 //!   stopped early `details.truncated = true`, so a huge array can make
 //!   neither a huge response nor a long walk.
@@ -186,7 +191,11 @@ impl Field {
 
     fn check(&self, path: &str, value: &Value, out: &mut Errors) {
         match (&self.kind, value) {
-            (Kind::Any, _) => {}
+            (Kind::Any, v) => {
+                if holds_nul(v) {
+                    out.push(path, "contains_nul", NUL_MESSAGE.into());
+                }
+            }
             (Kind::String(rules), Value::String(s)) => rules.check(path, s, out),
             (Kind::Integer { min, max }, Value::Number(n)) => match integer_value(n) {
                 Some(i) => {
@@ -282,8 +291,27 @@ fn range_message<T: std::fmt::Display>(min: Option<T>, max: Option<T>) -> String
     }
 }
 
+const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
+
+/// Whether any string or object key inside `v` contains NUL. serde_json caps
+/// nesting at 128 levels, so the recursion is bounded.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 impl StringRules {
     fn check(&self, path: &str, s: &str, out: &mut Errors) {
+        // Before every other rule: whatever else is wrong, this value can
+        // never reach SQL, and "blank" or "one_of" would hide why.
+        if s.contains('\0') {
+            out.push(path, "contains_nul", NUL_MESSAGE.into());
+            return;
+        }
         if self.non_blank && s.trim().is_empty() {
             out.push(path, "blank", "must not be blank".into());
             return;
@@ -591,6 +619,47 @@ mod tests {
     }
 
     #[test]
+    fn nul_is_refused_in_every_string_field_whatever_its_other_rules() {
+        let body = json!({
+            "session_id": "s\u{0}1", "message": "\u{0}", "model": "fast\u{0}",
+            "job_id": "7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10\u{0}", "tags": ["a\u{0}"],
+        });
+        let err = chat_schema().validate(&body).unwrap_err();
+        assert_eq!(err.status(), 422);
+        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(
+            fields_of(&err),
+            pairs(&[
+                ("session_id", "contains_nul"),
+                ("message", "contains_nul"),
+                ("model", "contains_nul"),
+                ("job_id", "contains_nul"),
+                ("tags[0]", "contains_nul"),
+            ])
+        );
+        // A lone NUL is neither blank nor too short: it is its own problem.
+        let schema = Schema::object().field("w", Field::string().non_blank().min_chars(3));
+        assert_eq!(
+            fields_of(&schema.validate(&json!({"w": "\u{0}"})).unwrap_err()),
+            pairs(&[("w", "contains_nul")])
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_anywhere_inside_a_free_form_value() {
+        let schema = Schema::object().field("metadata", Field::any());
+        for bad in [json!("x\u{0}"), json!({"a": [1, {"b": "\u{0}"}]}), json!({"k\u{0}": 1})] {
+            assert_eq!(
+                fields_of(&schema.validate(&json!({ "metadata": bad })).unwrap_err()),
+                pairs(&[("metadata", "contains_nul")])
+            );
+        }
+        assert!(schema
+            .validate(&json!({"metadata": {"a": ["\\u0000 spelled out is fine", 1, null, true]}}))
+            .is_ok());
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_unless_denied() {
         let schema = Schema::object().field("a", Field::string());
         assert!(schema.validate(&json!({"a": "x", "b": 1})).is_ok());
@@ -681,6 +750,18 @@ mod tests {
                     prop_assert_eq!(fields_of(&e).len(), errors.len());
                 }
             }
+        }
+
+        #[test]
+        fn a_nul_anywhere_in_a_string_field_is_refused(
+            before in "\\PC{0,20}",
+            after in "\\PC{0,20}",
+            field in prop_oneof![Just("session_id"), Just("message"), Just("model"), Just("job_id")],
+        ) {
+            let mut body = json!({"session_id": "s", "message": "m"});
+            body[field] = json!(format!("{before}\u{0}{after}"));
+            let err = chat_schema().validate(&body).unwrap_err();
+            prop_assert!(fields_of(&err).contains(&(field.to_string(), "contains_nul".to_string())));
         }
 
         #[test]
