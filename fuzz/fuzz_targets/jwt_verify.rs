@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use edgeworks_core::jwt::{
-    peek_header, Alg, Jwks, JwtError, Principal, Verifier, DEFAULT_LEEWAY_SECS,
+    peek_header, Alg, Jwks, JwtError, Principal, TokenPolicy, Verifier, DEFAULT_LEEWAY_SECS,
 };
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
@@ -104,12 +104,17 @@ fuzz_target!(|data: &[u8]| {
                             "accepted a token from the future"
                         );
                     }
-                    if let Ok(p) = Principal::from_claims(&claims) {
+                    if let Ok(p) = Principal::from_claims(&claims, &TokenPolicy::default()) {
                         assert!(
                             ["anon", "authenticated", "service_role"].contains(&p.role.as_str())
                         );
                         assert_eq!(p.is_service_role, p.role == "service_role");
                         assert_eq!(p.user_id.is_some(), p.role == "authenticated");
+                        // An API-key role never arrives on a token minted for a user.
+                        if p.role != "authenticated" {
+                            assert!(claims.get("aud").is_none_or(|a| a.is_null()));
+                            assert!(claims.get("sub").is_none_or(|s| s.is_null()));
+                        }
                     }
                 }
                 // We signed it with the HS256 secret: if the header says

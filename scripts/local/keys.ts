@@ -1,7 +1,11 @@
 // Mints the local stack's JWTs from its secret, as `supabase status` shows them.
-// Usage: deno run scripts/local/keys.ts <secret>   -> JSON on stdout
+// Usage: deno run scripts/local/keys.ts <secret> <api url>   -> JSON on stdout
+// The keys carry what Supabase's carry (iss, role, iat, exp; no aud, no sub);
+// the demo user's token what Supabase Auth issues, with iss = <api url>/auth/v1,
+// which the functions check against their SUPABASE_URL.
 const secret = Deno.args[0];
-if (!secret) throw new Error("usage: keys.ts <secret>");
+const apiUrl = (Deno.args[1] ?? "http://127.0.0.1:54321").replace(/\/+$/, "");
+if (!secret) throw new Error("usage: keys.ts <secret> <api url>");
 
 const enc = new TextEncoder();
 const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
@@ -20,7 +24,7 @@ console.log(JSON.stringify({
   anon: await sign({ iss: "supabase-demo", role: "anon", iat: now, exp: tenYears }),
   service_role: await sign({ iss: "supabase-demo", role: "service_role", iat: now, exp: tenYears }),
   demo_user: await sign({
-    iss: "http://127.0.0.1/auth/v1",
+    iss: `${apiUrl}/auth/v1`,
     sub: "00000000-0000-4000-8000-000000000001",
     aud: "authenticated",
     role: "authenticated",

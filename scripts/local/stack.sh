@@ -146,7 +146,7 @@ ew_stack_start() { # reset(0/1)
 
   local secret keys
   secret="$(ew_secret)"
-  keys="$(deno run --quiet --no-prompt scripts/local/keys.ts "$secret")"
+  keys="$(deno run --quiet --no-prompt scripts/local/keys.ts "$secret" "http://127.0.0.1:$EW_API_PORT")"
   EW_ANON_KEY="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["anon"])' <<<"$keys")"
   EW_SERVICE_KEY="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])' <<<"$keys")"
   EW_DEMO_TOKEN="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["demo_user"])' <<<"$keys")"

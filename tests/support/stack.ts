@@ -50,6 +50,9 @@ export async function userToken(
 ): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return await signJwt({
+    // What Supabase Auth puts in an access token; the functions check iss
+    // against their SUPABASE_URL (the same gateway URL the tests use).
+    iss: `${stack.url.replace(/\/+$/, "")}/auth/v1`,
     sub: userId,
     aud: "authenticated",
     role: "authenticated",

@@ -170,19 +170,97 @@ impl Decision {
     }
 }
 
-/// The client's address: the first hop of `x-forwarded-for` (the original
-/// client as the platform's proxy saw it), else `x-real-ip`. Values that
-/// are not IP addresses (optionally with a port) are ignored.
+/// Where the client's address is read from: a header and how many proxies
+/// we trust to have appended to it.
 ///
-/// The first hop is only as trustworthy as the proxy in front of us: if a
-/// client's own `x-forwarded-for` reaches us unmodified, the client chooses
-/// its key. Authenticated callers are keyed by user id instead.
-pub fn client_ip(headers: &Headers) -> Option<IpAddr> {
-    let from_xff = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .and_then(parse_ip);
-    from_xff.or_else(|| headers.get("x-real-ip").and_then(parse_ip))
+/// Which address the platform vouches for: every proxy in front of the
+/// function that speaks `x-forwarded-for` APPENDS the address it accepted the
+/// connection from, so only the right-hand entries were written by someone we
+/// trust; everything to their left came from the client (or its own proxies)
+/// and may be forged. Keying on the first hop, as this once did, let a client
+/// pick its own bucket by sending a new `x-forwarded-for` per request.
+///
+/// - Locally, `scripts/local/gateway.ts` replaces any client
+///   `x-forwarded-for` with its socket peer: one value, one trusted hop.
+/// - On Supabase, requests reach the edge runtime through the platform's API
+///   gateway, which appends the address it saw to `x-forwarded-for`; Supabase
+///   does not document the edge-function headers as a contract (its Auth
+///   server added its own `Sb-Forwarded-For` for this same reason). The
+///   default, the rightmost entry, is what the nearest proxy appended. If a
+///   deployment sits behind more proxies that each append, raise
+///   `RATE_LIMIT_TRUSTED_HOPS`; if its edge sets a single-value header that it
+///   overwrites (Cloudflare's `cf-connecting-ip`), name it in
+///   `RATE_LIMIT_CLIENT_IP_HEADER`.
+///
+/// Authenticated callers are keyed by user id instead, so this only decides
+/// how anonymous callers share buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIpSource {
+    /// Lower-case header name.
+    pub header: String,
+    /// Entries counted from the right: 1 = the last one.
+    pub trusted_hops: usize,
+}
+
+impl Default for ClientIpSource {
+    fn default() -> Self {
+        ClientIpSource {
+            header: "x-forwarded-for".to_string(),
+            trusted_hops: 1,
+        }
+    }
+}
+
+/// More hops than any real proxy chain; a larger setting is a typo.
+const MAX_TRUSTED_HOPS: usize = 16;
+
+impl ClientIpSource {
+    pub const HEADER_VAR: &'static str = "RATE_LIMIT_CLIENT_IP_HEADER";
+    pub const HOPS_VAR: &'static str = "RATE_LIMIT_TRUSTED_HOPS";
+
+    /// From `RATE_LIMIT_CLIENT_IP_HEADER` and `RATE_LIMIT_TRUSTED_HOPS`
+    /// (the `RATE_LIMIT_` prefix lets the local stack pass them through like
+    /// the limits themselves). Unset or empty means the default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ClientIpSource, LimitConfigError> {
+        let mut source = ClientIpSource::default();
+        if let Some(h) = lookup(Self::HEADER_VAR).map(|h| h.trim().to_ascii_lowercase()) {
+            if !h.is_empty() {
+                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(LimitConfigError::ClientIp {
+                        var: Self::HEADER_VAR.to_string(),
+                    });
+                }
+                source.header = h;
+            }
+        }
+        if let Some(n) = lookup(Self::HOPS_VAR).map(|n| n.trim().to_string()) {
+            if !n.is_empty() {
+                source.trusted_hops = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_TRUSTED_HOPS).contains(n))
+                    .ok_or_else(|| LimitConfigError::ClientIp {
+                        var: Self::HOPS_VAR.to_string(),
+                    })?;
+            }
+        }
+        Ok(source)
+    }
+
+    /// The client's address per this source, or `None` when the header is
+    /// missing, has fewer entries than trusted hops, or the entry is not an
+    /// IP address (optionally with a port). There is no fallback to another
+    /// header: any header we did not configure may have come from the client.
+    pub fn client_ip(&self, headers: &Headers) -> Option<IpAddr> {
+        // Repeated header lines are one comma-separated list (RFC 9110 §5.3).
+        let entries: Vec<&str> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&self.header))
+            .flat_map(|(_, v)| v.split(','))
+            .collect();
+        let index = entries.len().checked_sub(self.trusted_hops)?;
+        parse_ip(entries[index])
+    }
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -200,11 +278,11 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 /// else `ip:<address>`, else `ip:unknown` (all unidentifiable callers
 /// share one bucket). IPv6 clients are keyed by their /64, since one
 /// subscriber usually holds a whole /64 and could rotate through it.
-pub fn limit_key(user_id: Option<&str>, headers: &Headers) -> String {
+pub fn limit_key(user_id: Option<&str>, headers: &Headers, source: &ClientIpSource) -> String {
     if let Some(id) = user_id.map(str::trim).filter(|id| !id.is_empty()) {
         return format!("user:{id}");
     }
-    match client_ip(headers) {
+    match source.client_ip(headers) {
         Some(IpAddr::V4(v4)) => format!("ip:{v4}"),
         Some(IpAddr::V6(v6)) => {
             let s = v6.segments();
@@ -223,6 +301,8 @@ pub enum LimitConfigError {
     Capacity { var: String },
     #[error("{var}: refill_per_sec must be a number greater than 0 and at most 1000000")]
     Rate { var: String },
+    #[error("{var} must be a header name, or for the hop count a whole number from 1 to 16")]
+    ClientIp { var: String },
 }
 
 /// `RATE_LIMIT_<FUNCTION>`: the function name upper-cased with `-` as `_`
@@ -404,15 +484,17 @@ mod tests {
     #[test]
     fn limit_key_prefers_the_user() {
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(limit_key(Some("u-1"), &h), "user:u-1");
-        assert_eq!(limit_key(Some("  "), &h), "ip:203.0.113.9");
+        let src = ClientIpSource::default();
+        assert_eq!(limit_key(Some("u-1"), &h, &src), "user:u-1");
+        assert_eq!(limit_key(Some("  "), &h, &src), "ip:203.0.113.9");
     }
 
     #[test]
-    fn client_ip_is_the_validated_first_forwarded_hop() {
-        let key = |pairs: &[(&str, &str)]| limit_key(None, &headers(pairs));
+    fn client_ip_is_the_validated_entry_the_nearest_proxy_appended() {
+        let src = ClientIpSource::default();
+        let key = |pairs: &[(&str, &str)]| limit_key(None, &headers(pairs), &src);
         assert_eq!(
-            key(&[("x-forwarded-for", " 203.0.113.9 , 10.0.0.1, 10.0.0.2")]),
+            key(&[("x-forwarded-for", " 10.0.0.1, 10.0.0.2 , 203.0.113.9 ")]),
             "ip:203.0.113.9"
         );
         assert_eq!(key(&[("x-forwarded-for", "203.0.113.9:5555")]), "ip:203.0.113.9");
@@ -425,13 +507,70 @@ mod tests {
             key(&[("x-forwarded-for", "2001:db8:aa:bb::9")]),
             "ip:2001:db8:aa:bb::/64"
         );
-        assert_eq!(
-            key(&[("x-forwarded-for", "evil, 203.0.113.9"), ("x-real-ip", "198.51.100.1")]),
-            "ip:198.51.100.1"
-        );
-        assert_eq!(key(&[("x-real-ip", "198.51.100.1")]), "ip:198.51.100.1");
         assert_eq!(key(&[("x-forwarded-for", "unknown")]), "ip:unknown");
         assert_eq!(key(&[]), "ip:unknown");
+    }
+
+    #[test]
+    fn forged_left_hand_entries_do_not_change_the_key() {
+        let src = ClientIpSource::default();
+        let honest = limit_key(None, &headers(&[("x-forwarded-for", "203.0.113.9")]), &src);
+        for forged in [
+            "198.51.100.1, 203.0.113.9",
+            "evil, 203.0.113.9",
+            "1.1.1.1,2.2.2.2, 203.0.113.9",
+        ] {
+            assert_eq!(limit_key(None, &headers(&[("x-forwarded-for", forged)]), &src), honest);
+        }
+        // A client's own header line before the proxy's counts as the same list.
+        let split = headers(&[("x-forwarded-for", "198.51.100.1"), ("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(limit_key(None, &split, &src), honest);
+    }
+
+    #[test]
+    fn headers_the_client_can_write_are_not_a_fallback() {
+        let src = ClientIpSource::default();
+        let h = headers(&[("x-real-ip", "198.51.100.1"), ("cf-connecting-ip", "198.51.100.2")]);
+        assert_eq!(limit_key(None, &h, &src), "ip:unknown");
+        let h = headers(&[("x-forwarded-for", "garbage"), ("x-real-ip", "198.51.100.1")]);
+        assert_eq!(limit_key(None, &h, &src), "ip:unknown");
+    }
+
+    #[test]
+    fn trusted_hops_and_header_are_configurable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let two = ClientIpSource::from_lookup(env(&[("RATE_LIMIT_TRUSTED_HOPS", "2")])).unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.1")]);
+        assert_eq!(limit_key(None, &h, &two), "ip:203.0.113.9");
+        // Fewer entries than trusted proxies: the chain is not what we were told.
+        assert_eq!(
+            limit_key(None, &headers(&[("x-forwarded-for", "10.0.0.1")]), &two),
+            "ip:unknown"
+        );
+
+        let cf = ClientIpSource::from_lookup(env(&[("RATE_LIMIT_CLIENT_IP_HEADER", " CF-Connecting-IP ")])).unwrap();
+        let h = headers(&[("x-forwarded-for", "6.6.6.6"), ("cf-connecting-ip", "203.0.113.9")]);
+        assert_eq!(limit_key(None, &h, &cf), "ip:203.0.113.9");
+
+        assert_eq!(
+            ClientIpSource::from_lookup(env(&[])).unwrap(),
+            ClientIpSource::default()
+        );
+        for bad in [
+            &[("RATE_LIMIT_TRUSTED_HOPS", "0")][..],
+            &[("RATE_LIMIT_TRUSTED_HOPS", "17")][..],
+            &[("RATE_LIMIT_TRUSTED_HOPS", "two")][..],
+            &[("RATE_LIMIT_CLIENT_IP_HEADER", "x forwarded")][..],
+        ] {
+            let pairs: Vec<(String, String)> = bad.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let lookup = move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert!(matches!(
+                ClientIpSource::from_lookup(lookup),
+                Err(LimitConfigError::ClientIp { .. })
+            ));
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use edgeworks_core::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, Verifier};
-use edgeworks_core::ratelimit::{limit_key, Decision, Limit};
+use edgeworks_core::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, TokenPolicy, Verifier};
+use edgeworks_core::ratelimit::{limit_key, ClientIpSource, Decision, Limit};
 use edgeworks_core::{ApiError, Clock, Request};
 use edgeworks_db::Db;
 use edgeworks_runtime::{Ctx, FetchClient};
@@ -84,7 +84,9 @@ fn jwks_cache() -> &'static Mutex<JwksCache> {
 }
 
 /// Verifies the bearer token. A request without one is 401 `missing_token`;
-/// every way a token can be bad has its own 401 code (see core::jwt).
+/// every way a token can be bad has its own 401 code (see core::jwt),
+/// including a user token's subject, audience and issuer (`JWT_AUDIENCES`,
+/// `JWT_ISSUERS`, default `{SUPABASE_URL}/auth/v1`).
 pub async fn authenticate(ctx: &Ctx, req: &Request) -> Result<Caller, ApiError> {
     let token = req
         .bearer_token()
@@ -104,7 +106,8 @@ pub async fn authenticate(ctx: &Ctx, req: &Request) -> Result<Caller, ApiError> 
         let url = jwks_url(env.require("SUPABASE_URL")?);
         verify_with_remote_jwks(&ctx.http(), &url, jwks_cache(), &verifier, &token, now_ms).await?
     };
-    let principal = Principal::from_claims(&claims)?;
+    let policy = TokenPolicy::from_lookup(|k| env.get(k).map(str::to_string));
+    let principal = Principal::from_claims(&claims, &policy)?;
     Ok(Caller { principal, token })
 }
 
@@ -138,7 +141,9 @@ pub async fn rate_limit(
     if caller.is_some_and(|c| c.principal.is_service_role) {
         return Ok(None); // workers and schedulers are not rate limited
     }
-    let key = format!("{scope}:{}", limit_key(user, &req.headers));
+    let source = ClientIpSource::from_lookup(|k| env.get(k).map(str::to_string))
+        .map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
+    let key = format!("{scope}:{}", limit_key(user, &req.headers, &source));
     let db = service_db(ctx)?;
     let args = json!({
         "p_key": key,

@@ -15,7 +15,7 @@ mod principal;
 mod remote;
 
 pub use jwks::{Jwk, JwkKind, Jwks, JwksError};
-pub use principal::{Principal, ROLE_ANON, ROLE_AUTHENTICATED, ROLE_SERVICE_ROLE};
+pub use principal::{Principal, TokenPolicy, ROLE_ANON, ROLE_AUTHENTICATED, ROLE_SERVICE_ROLE};
 pub use remote::{jwks_url, verify_with_remote_jwks, AuthError, JwksCache, JWKS_FETCH_TIMEOUT_MS};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -118,6 +118,17 @@ pub enum JwtError {
     /// An `authenticated` token without a `sub`.
     #[error("token has no subject")]
     MissingSubject,
+    /// A user token whose `sub` is not a uuid, or an API-key role (anon,
+    /// service_role) that carries a `sub`.
+    #[error("token subject is not valid")]
+    BadSubject,
+    /// A user token without an accepted `aud`, or an API-key role that
+    /// carries an `aud`.
+    #[error("token audience is not accepted")]
+    BadAudience,
+    /// A user token whose `iss` is not this project's auth server.
+    #[error("token issuer is not accepted")]
+    BadIssuer,
 }
 
 impl JwtError {
@@ -140,6 +151,9 @@ impl JwtError {
             JwtError::IssuedInFuture => "token_issued_in_future",
             JwtError::RoleNotAllowed => "token_role_not_allowed",
             JwtError::MissingSubject => "token_missing_subject",
+            JwtError::BadSubject => "token_bad_subject",
+            JwtError::BadAudience => "token_bad_audience",
+            JwtError::BadIssuer => "token_bad_issuer",
         }
     }
 }
@@ -381,8 +395,14 @@ impl Verifier {
     }
 
     /// [`Verifier::verify`] followed by [`Principal::from_claims`].
-    pub fn principal(&self, token: &str, jwks: Option<&Jwks>, now_secs: i64) -> Result<Principal, JwtError> {
-        Principal::from_claims(&self.verify(token, jwks, now_secs)?)
+    pub fn principal(
+        &self,
+        token: &str,
+        jwks: Option<&Jwks>,
+        now_secs: i64,
+        policy: &TokenPolicy,
+    ) -> Result<Principal, JwtError> {
+        Principal::from_claims(&self.verify(token, jwks, now_secs)?, policy)
     }
 }
 

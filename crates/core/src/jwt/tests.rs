@@ -13,6 +13,8 @@ fn user_claims() -> Value {
     json!({
         "sub": "7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10",
         "role": "authenticated",
+        "aud": "authenticated",
+        "iss": "https://abcd.supabase.co/auth/v1",
         "email": "ada@example.com",
         "app_metadata": {"provider": "email", "plan": "pro"},
         "iat": NOW - 60,
@@ -23,6 +25,15 @@ fn user_claims() -> Value {
 fn with(mut claims: Value, key: &str, value: Value) -> Value {
     claims[key] = value;
     claims
+}
+
+/// What a function on project `abcd` derives from its environment.
+fn project_policy() -> TokenPolicy {
+    TokenPolicy::from_lookup(|k| (k == "SUPABASE_URL").then(|| "https://abcd.supabase.co/".to_string()))
+}
+
+fn principal_of(claims: &Value) -> Result<Principal, JwtError> {
+    Principal::from_claims(&verify_hs(&hs256(SECRET, claims))?, &project_policy())
 }
 
 fn hs_verifier() -> Verifier {
@@ -47,7 +58,7 @@ fn valid_hs256_token_yields_its_claims_and_principal() {
     let claims = verify_hs(&token).unwrap();
     assert_eq!(claims.sub(), Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"));
     assert_eq!(claims.exp(), NOW + 3600);
-    let p = hs_verifier().principal(&token, None, NOW).unwrap();
+    let p = hs_verifier().principal(&token, None, NOW, &project_policy()).unwrap();
     assert_eq!(p.user_id.as_deref(), Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"));
     assert_eq!(p.role, "authenticated");
     assert_eq!(p.email.as_deref(), Some("ada@example.com"));
@@ -322,6 +333,9 @@ fn every_rejection_has_its_own_code_and_is_a_401() {
         JwtError::IssuedInFuture,
         JwtError::RoleNotAllowed,
         JwtError::MissingSubject,
+        JwtError::BadSubject,
+        JwtError::BadAudience,
+        JwtError::BadIssuer,
     ];
     let codes: std::collections::BTreeSet<&str> = all.iter().map(|e| e.code()).collect();
     assert_eq!(codes.len(), all.len());
@@ -335,16 +349,21 @@ fn every_rejection_has_its_own_code_and_is_a_401() {
 
 #[test]
 fn principal_distinguishes_the_three_roles() {
-    let anon =
-        Principal::from_claims(&verify_hs(&hs256(SECRET, &json!({"role": "anon", "exp": NOW + 5}))).unwrap()).unwrap();
+    let anon = Principal::from_claims(
+        &verify_hs(&hs256(SECRET, &json!({"role": "anon", "exp": NOW + 5}))).unwrap(),
+        &project_policy(),
+    )
+    .unwrap();
     assert_eq!(
         (anon.user_id.clone(), anon.role.as_str(), anon.is_service_role),
         (None, "anon", false)
     );
     assert_eq!(anon.app_metadata, Value::Null);
-    let svc =
-        Principal::from_claims(&verify_hs(&hs256(SECRET, &json!({"role": "service_role", "exp": NOW + 5}))).unwrap())
-            .unwrap();
+    let svc = Principal::from_claims(
+        &verify_hs(&hs256(SECRET, &json!({"role": "service_role", "exp": NOW + 5}))).unwrap(),
+        &project_policy(),
+    )
+    .unwrap();
     assert!(svc.is_service_role);
     assert!(!svc.is_authenticated());
 }
@@ -353,12 +372,145 @@ fn principal_distinguishes_the_three_roles() {
 fn principal_refuses_other_roles_and_subjectless_users() {
     for role in [json!("postgres"), json!("supabase_admin"), Value::Null] {
         let claims = verify_hs(&hs256(SECRET, &with(user_claims(), "role", role))).unwrap();
-        assert_eq!(Principal::from_claims(&claims), Err(JwtError::RoleNotAllowed));
+        assert_eq!(
+            Principal::from_claims(&claims, &project_policy()),
+            Err(JwtError::RoleNotAllowed)
+        );
     }
     let mut no_sub = user_claims();
     no_sub.as_object_mut().unwrap().remove("sub");
     let claims = verify_hs(&hs256(SECRET, &no_sub)).unwrap();
-    assert_eq!(Principal::from_claims(&claims), Err(JwtError::MissingSubject));
+    assert_eq!(
+        Principal::from_claims(&claims, &project_policy()),
+        Err(JwtError::MissingSubject)
+    );
+}
+
+#[test]
+fn user_token_whose_subject_is_not_a_uuid_is_a_bad_subject() {
+    for sub in [
+        "not-a-uuid",
+        "7d3c9c5e4f7e4a599a510e6f0d7c9a10",
+        "7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10 ",
+    ] {
+        assert_eq!(
+            principal_of(&with(user_claims(), "sub", json!(sub))),
+            Err(JwtError::BadSubject),
+            "{sub}"
+        );
+    }
+    let huge = "a".repeat(10_000);
+    assert_eq!(
+        principal_of(&with(user_claims(), "sub", json!(huge))),
+        Err(JwtError::BadSubject)
+    );
+    // Upper-case hex is still the same user, keyed one way.
+    let upper = principal_of(&with(
+        user_claims(),
+        "sub",
+        json!("7D3C9C5E-4F7E-4A59-9A51-0E6F0D7C9A10"),
+    ))
+    .unwrap();
+    assert_eq!(upper.user_id.as_deref(), Some("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"));
+}
+
+#[test]
+fn user_token_needs_an_accepted_audience() {
+    for aud in [
+        json!("some-other-service"),
+        json!(""),
+        json!(7),
+        json!(["x", "y"]),
+        Value::Null,
+    ] {
+        assert_eq!(
+            principal_of(&with(user_claims(), "aud", aud.clone())),
+            Err(JwtError::BadAudience),
+            "{aud}"
+        );
+    }
+    let mut no_aud = user_claims();
+    no_aud.as_object_mut().unwrap().remove("aud");
+    assert_eq!(principal_of(&no_aud), Err(JwtError::BadAudience));
+    // RFC 7519 allows a list; one accepted entry is enough.
+    assert!(principal_of(&with(user_claims(), "aud", json!(["other", "authenticated"]))).is_ok());
+}
+
+#[test]
+fn accepted_audiences_are_configurable() {
+    let policy = TokenPolicy::from_lookup(|k| (k == "JWT_AUDIENCES").then(|| " mobile , web ".to_string()));
+    let claims = |aud: &str| verify_hs(&hs256(SECRET, &with(user_claims(), "aud", json!(aud)))).unwrap();
+    assert!(Principal::from_claims(&claims("web"), &policy).is_ok());
+    assert!(Principal::from_claims(&claims("mobile"), &policy).is_ok());
+    assert_eq!(
+        Principal::from_claims(&claims("authenticated"), &policy),
+        Err(JwtError::BadAudience)
+    );
+    // Blank means unset, not "accept nothing".
+    let blank = TokenPolicy::from_lookup(|k| (k == "JWT_AUDIENCES").then(|| " , ".to_string()));
+    assert_eq!(blank, TokenPolicy::default());
+}
+
+#[test]
+fn user_token_from_another_issuer_is_refused_when_the_project_url_is_known() {
+    for iss in [
+        json!("https://other.supabase.co/auth/v1"),
+        json!("https://abcd.supabase.co"),
+        json!("supabase"),
+    ] {
+        assert_eq!(
+            principal_of(&with(user_claims(), "iss", iss.clone())),
+            Err(JwtError::BadIssuer),
+            "{iss}"
+        );
+    }
+    let mut no_iss = user_claims();
+    no_iss.as_object_mut().unwrap().remove("iss");
+    assert_eq!(principal_of(&no_iss), Err(JwtError::BadIssuer));
+    assert!(principal_of(&with(user_claims(), "iss", json!("https://abcd.supabase.co/auth/v1/"))).is_ok());
+    // Without SUPABASE_URL or JWT_ISSUERS there is nothing to compare with.
+    let claims = verify_hs(&hs256(SECRET, &no_iss)).unwrap();
+    assert!(Principal::from_claims(&claims, &TokenPolicy::from_lookup(|_| None)).is_ok());
+    // JWT_ISSUERS wins over SUPABASE_URL (a custom auth domain).
+    let custom = TokenPolicy::from_lookup(|k| match k {
+        "JWT_ISSUERS" => Some("https://auth.example.com/auth/v1".to_string()),
+        "SUPABASE_URL" => Some("https://abcd.supabase.co".to_string()),
+        _ => None,
+    });
+    let claims = verify_hs(&hs256(SECRET, &user_claims())).unwrap();
+    assert_eq!(Principal::from_claims(&claims, &custom), Err(JwtError::BadIssuer));
+    let claims = verify_hs(&hs256(
+        SECRET,
+        &with(user_claims(), "iss", json!("https://auth.example.com/auth/v1")),
+    ))
+    .unwrap();
+    assert!(Principal::from_claims(&claims, &custom).is_ok());
+}
+
+#[test]
+fn api_key_roles_carry_no_audience_and_no_subject() {
+    // What Supabase's keys look like: accepted.
+    for role in ["anon", "service_role"] {
+        let key = json!({"iss": "supabase", "ref": "abcd", "role": role, "iat": NOW - 60, "exp": NOW + 3600});
+        assert_eq!(principal_of(&key).unwrap().role, role);
+    }
+    // A service_role claim on a user-shaped token is not the service role.
+    let disguised = with(user_claims(), "role", json!("service_role"));
+    assert_eq!(principal_of(&disguised), Err(JwtError::BadAudience));
+    let svc = json!({"role": "service_role", "exp": NOW + 5});
+    assert_eq!(
+        principal_of(&with(svc.clone(), "aud", json!("service_role"))),
+        Err(JwtError::BadAudience)
+    );
+    assert_eq!(
+        principal_of(&with(svc, "sub", json!("7d3c9c5e-4f7e-4a59-9a51-0e6f0d7c9a10"))),
+        Err(JwtError::BadSubject)
+    );
+    let anon = json!({"role": "anon", "exp": NOW + 5});
+    assert_eq!(
+        principal_of(&with(anon, "aud", json!("authenticated"))),
+        Err(JwtError::BadAudience)
+    );
 }
 
 #[test]
