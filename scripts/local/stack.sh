@@ -177,7 +177,10 @@ ew_stack_start() { # reset(0/1)
   # It holds the service-role key, the JWT secret and the S3 secret.
   chmod 600 "$EW_RUN/gateway.json.tmp" && mv "$EW_RUN/gateway.json.tmp" "$EW_RUN/gateway.json"
 
+  # EW_DB_URL: the gateway's Realtime reads the WAL (wal_level=logical above)
+  # and checks RLS per subscriber as the database owner.
   ew_spawn gateway "$EW_LOGS/gateway.log" env EW_GATEWAY_CONFIG="$EW_RUN/gateway.json" \
+    EW_DB_URL="postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres" \
     deno run --quiet --no-prompt --allow-net --allow-read --allow-env --allow-run --allow-sys scripts/local/gateway.ts
   ew_wait_port "$EW_API_PORT" gateway 600 || return 1
 
