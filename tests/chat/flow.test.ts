@@ -158,7 +158,7 @@ Deno.test("estimated_duration_ms comes from recent real processing times, not a 
     const user = await createUser(sql);
     // At least one recent completion, so the estimate has real samples.
     await drain([await submitOk(user.token, sessionId("estimate-warmup"), "Warm up the estimate")]);
-    const timing = async () => (await sql`select public.chat_queue_timing('chat') as t`)[0].t;
+    const timing = async () => (await sql`select private.chat_queue_timing('chat') as t`)[0].t;
     for (let attempt = 0; attempt < 5; attempt++) {
       const before = await timing();
       const r = await invoke(userClient(user.token), "chat-submit", {

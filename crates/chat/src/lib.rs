@@ -71,6 +71,16 @@ pub fn worker_id(prefix: &str, rng: &mut impl Rng) -> String {
     format!("{prefix}-{}", &uuid_v4(b)[..8])
 }
 
+/// The worker id of this isolate: drawn once, then the same for every request
+/// it serves, so a scheduler calling `queue-worker` every few seconds keeps
+/// heartbeating one `workers` row instead of adding one per call. (An isolate
+/// is one function's instance; a re-instantiated one draws a new id, and the
+/// old row is reaped once it has been silent long enough.)
+pub fn isolate_worker_id(prefix: &str, rng: &mut impl Rng) -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| worker_id(prefix, rng)).clone()
+}
+
 /// The queue and job kind chat questions travel on.
 pub const QUEUE: &str = "chat";
 pub const KIND: &str = "chat_completion";
@@ -99,6 +109,22 @@ pub fn estimate_duration_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_isolate_keeps_one_worker_id() {
+        struct Counter(u8);
+        impl Rng for Counter {
+            fn fill(&mut self, buf: &mut [u8]) {
+                self.0 = self.0.wrapping_add(1);
+                buf.fill(self.0);
+            }
+        }
+        let mut rng = Counter(0);
+        let first = isolate_worker_id("queue-worker", &mut rng);
+        assert!(first.starts_with("queue-worker-"));
+        assert_eq!(isolate_worker_id("queue-worker", &mut rng), first);
+        assert_ne!(worker_id("queue-worker", &mut rng), first);
+    }
 
     #[test]
     fn estimate_is_one_job_when_first_in_line() {

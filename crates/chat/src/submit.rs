@@ -122,6 +122,10 @@ pub struct Submitted {
 /// Maps the chat SQL functions' SQLSTATEs to client errors.
 pub fn map_chat_error(e: DbError) -> ApiError {
     match e.code() {
+        Some("EC401") => ApiError::unauthorized(
+            "user_not_found",
+            "the token's user does not exist (deleted?); sign in again",
+        ),
         Some("EC403") => ApiError::forbidden("session_forbidden", "this session belongs to another user"),
         Some("EC404") if e.message() == "field_not_found" => ApiError::not_found("field_not_found", "no such field"),
         Some("EC404") if e.message() == "session_not_found" => {
@@ -235,6 +239,8 @@ mod tests {
         assert_eq!((limit.status(), limit.code()), (429, "question_limit_reached"));
         assert_eq!(limit.details().unwrap()["max_questions"], 10);
         assert_eq!(map_chat_error(api("EC403", "session_forbidden")).status(), 403);
+        let gone = map_chat_error(api("EC401", "user_not_found"));
+        assert_eq!((gone.status(), gone.code()), (401, "user_not_found"));
         assert_eq!(map_chat_error(api("EC410", "session_expired")).status(), 410);
         assert_eq!(
             map_chat_error(api("EC404", "field_not_found")).code(),

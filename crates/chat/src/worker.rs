@@ -103,8 +103,15 @@ impl<C: HttpClient> Worker<'_, C> {
     pub async fn claim(&self, batch: u32, job_id: Option<&str>) -> Result<Vec<ClaimedJob>, ApiError> {
         match job_id {
             Some(id) => {
-                let args =
-                    json!({ "p_job": id, "p_worker": self.worker_id, "p_lease_seconds": self.settings.lease_seconds });
+                // Only a chat job of this queue: any other job named here is left
+                // alone and the caller answers 409.
+                let args = json!({
+                    "p_job": id,
+                    "p_worker": self.worker_id,
+                    "p_queues": [QUEUE],
+                    "p_kinds": [KIND],
+                    "p_lease_seconds": self.settings.lease_seconds,
+                });
                 self.db.rpc("claim_job", &args).await.map_err(ApiError::from)
             }
             None => {

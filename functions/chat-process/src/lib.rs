@@ -3,7 +3,7 @@
 //! the configured provider and completes or retries it.
 //! Answers `{jobs_processed, jobs_failed, processing_time_ms, next_job_available, worker_id}`.
 
-use edgeworks_chat::{worker_id, WorkerSetup};
+use edgeworks_chat::{isolate_worker_id, WorkerSetup};
 use edgeworks_core::validate::{Field, Schema};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_runtime::{export_handler, Ctx, Options};
@@ -38,7 +38,7 @@ async fn chat_process(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
     let env = ctx.env();
     let name = body
         .worker_id
-        .unwrap_or_else(|| worker_id("chat-process", &mut ctx.rng()));
+        .unwrap_or_else(|| isolate_worker_id("chat-process", &mut ctx.rng()));
     let setup = WorkerSetup::from_lookup(|k| env.get(k).map(str::to_string), name, ctx.clock().now_ms())?;
     let worker_id = &setup.worker_id;
     let db = service_db(&ctx)?;

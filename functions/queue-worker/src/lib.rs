@@ -12,7 +12,7 @@
 //! `BATCH_MARGIN_MS` before the budget ends. A job cut off anyway is not
 //! lost: its lease expires and another worker retries it.
 
-use edgeworks_chat::{worker_id, WorkerSetup, KIND, QUEUE};
+use edgeworks_chat::{isolate_worker_id, WorkerSetup, KIND, QUEUE};
 use edgeworks_core::validate::{Field, Schema};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
 use edgeworks_db::queue::{JobQueue, WorkerStatus};
@@ -59,7 +59,7 @@ async fn queue_worker(req: Request, ctx: Ctx) -> Result<Response, ApiError> {
 
     let name = body
         .worker_id
-        .unwrap_or_else(|| worker_id("queue-worker", &mut ctx.rng()));
+        .unwrap_or_else(|| isolate_worker_id("queue-worker", &mut ctx.rng()));
     let setup = WorkerSetup::from_lookup(|k| env.get(k).map(str::to_string), name, ctx.clock().now_ms())?;
     let worker_id = &setup.worker_id;
     let db = service_db(&ctx)?;
