@@ -17,7 +17,7 @@
 //
 // Configured by a JSON file named in EW_GATEWAY_CONFIG (written by scripts/serve).
 
-import { watchedBody } from "./request_body.ts";
+import { clientBodyFailed } from "./request_body.ts";
 import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
 
 interface FunctionSpec {
@@ -74,11 +74,6 @@ function refuseEarly(req: Request, url: URL): Response | null {
     });
   }
   const query = url.search.slice(1);
-  if (query.length > MAX_QUERY_BYTES) {
-    return envelope(414, "query_too_long", `the query string is ${query.length} bytes; at most ${MAX_QUERY_BYTES}`, {
-      limit_bytes: MAX_QUERY_BYTES,
-    });
-  }
   // Counted on the raw string: `a&a&a` is three parameters whatever their values.
   const params = query === "" ? 0 : query.split("&").length;
   if (params > MAX_QUERY_PARAMS) {
@@ -88,6 +83,11 @@ function refuseEarly(req: Request, url: URL): Response | null {
       `the query has ${params} parameters; at most ${MAX_QUERY_PARAMS}`,
       { limit: MAX_QUERY_PARAMS },
     );
+  }
+  if (query.length > MAX_QUERY_BYTES) {
+    return envelope(414, "query_too_long", `the query string is ${query.length} bytes; at most ${MAX_QUERY_BYTES}`, {
+      limit_bytes: MAX_QUERY_BYTES,
+    });
   }
   return null;
 }
@@ -197,19 +197,18 @@ async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo):
   headers.set("x-real-ip", client);
   headers.set("x-forwarded-host", headers.get("host") ?? "");
   headers.set("x-forwarded-proto", "http");
-  const body = watchedBody(req.body);
   try {
     const resp = await fetch(target, {
       method: req.method,
       headers,
-      body: body.stream,
+      body: req.body,
       redirect: "manual",
       // @ts-ignore: Deno needs duplex for streamed request bodies
       duplex: "half",
     });
     return new Response(resp.body, { status: resp.status, headers: resp.headers });
   } catch (e) {
-    if (body.failed()) {
+    if (clientBodyFailed(e)) {
       return envelope(400, "body_incomplete", "the request body ended before its Content-Length (or was cut off)");
     }
     return envelope(502, "upstream_unavailable", `upstream did not answer: ${(e as Error).message}`);

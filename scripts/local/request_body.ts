@@ -1,33 +1,18 @@
-// A request body passed through chunk by chunk by the local gateway, with a
-// note of whether reading it from the client failed. A body shorter than its
-// Content-Length ends that way (the client closes or resets), and so does a
-// connection cut mid-upload: the caller answers 400 for it instead of
-// blaming the upstream, which only saw its own request fail.
+// Whether a failed proxied fetch failed on the client's side: the request
+// body the gateway was passing on could not be read (a body shorter than its
+// Content-Length ends that way when the client closes, and so does a
+// connection cut mid-upload). Such a failure is the client's, answered 400;
+// anything else is the upstream's, answered 502/503.
+//
+// The body is handed to fetch as the server's own stream, not wrapped: Deno
+// keeps a declared Content-Length only for that stream (a JavaScript stream
+// goes out chunked, which s3s-fs refuses with 411), so the cause is read from
+// the error fetch gives. Pinned by tests/security/gateway.test.ts and
+// tests/security/s3_limits.test.ts on the stack's Deno version.
 
-export interface WatchedBody {
-  stream: ReadableStream<Uint8Array> | null;
-  /** True once reading the client's body has failed. */
-  failed: () => boolean;
-}
-
-export function watchedBody(body: ReadableStream<Uint8Array> | null): WatchedBody {
-  if (!body) return { stream: null, failed: () => false };
-  let failed = false;
-  const reader = body.getReader();
-  const stream = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const r = await reader.read();
-        if (r.done) controller.close();
-        else controller.enqueue(r.value);
-      } catch (e) {
-        failed = true;
-        controller.error(e);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
-  return { stream, failed: () => failed };
+export function clientBodyFailed(e: unknown): boolean {
+  for (let cur: unknown = e, depth = 0; cur instanceof Error && depth < 5; cur = cur.cause, depth++) {
+    if (/request body|BadResource|body.*unavailable/i.test(`${cur.name}: ${cur.message}`)) return true;
+  }
+  return false;
 }

@@ -12,7 +12,7 @@
 // once (no double encoding), query pairs encoded and sorted, signed header
 // values trimmed with inner runs of spaces collapsed. WebCrypto only.
 
-import { type WatchedBody, watchedBody } from "./request_body.ts";
+import { clientBodyFailed } from "./request_body.ts";
 
 export const ALGORITHM = "AWS4-HMAC-SHA256";
 export const UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD";
@@ -774,6 +774,7 @@ export function s3Proxy(config: S3ProxyConfig, prefix: string): (req: Request) =
         duplex: "half",
       });
     } catch (e) {
+      if (clientBodyFailed(e)) throw incompleteBody();
       throw new S3Failure(503, "ServiceUnavailable", `The local S3 server did not answer: ${(e as Error).message}`);
     }
   };
@@ -847,16 +848,13 @@ export function s3Proxy(config: S3ProxyConfig, prefix: string): (req: Request) =
       });
 
       let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = null;
-      let streamed: WatchedBody | null = null;
       if (req.method !== "GET" && req.method !== "HEAD") {
         // Streamed when its length is known; s3s-fs (like S3) refuses a header-signed
         // upload without Content-Length, so a chunked one is read to give it one.
         // A completion's part list is read: its sizes are summed before storing.
         if (verified.body) body = verified.body;
-        else if (declared !== null && op.kind !== "complete-multipart") {
-          streamed = watchedBody(req.body);
-          body = streamed.stream;
-        } else body = await readBody(req, bodyLimit);
+        else if (declared !== null && op.kind !== "complete-multipart") body = req.body;
+        else body = await readBody(req, bodyLimit);
       }
       const size = body instanceof Uint8Array ? body.length : declared;
 
@@ -889,13 +887,7 @@ export function s3Proxy(config: S3ProxyConfig, prefix: string): (req: Request) =
       }
       const path = canonicalUri(rawPath);
       const query = canonicalQuery(verified.query);
-      let resp: Response;
-      try {
-        resp = await send(req.method, path, query, headers, body, verified.payloadHash);
-      } catch (e) {
-        if (streamed?.failed()) throw incompleteBody();
-        throw e;
-      }
+      const resp = await send(req.method, path, query, headers, body, verified.payloadHash);
 
       if (op.kind === "upload-part" && !op.copy && resp.ok && size !== null) remember(op.uploadId, op.partNumber, size);
       if (op.kind === "abort-multipart" && resp.ok) partSizes.delete(op.uploadId);
