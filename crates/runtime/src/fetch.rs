@@ -70,14 +70,38 @@ impl FetchClient {
     }
 }
 
+/// The abort timer of one exchange. The closure is owned here, not handed to
+/// JS with `Closure::once_into_js`: a once-closure is only freed when it
+/// runs, so every fetch that finished before its deadline leaked the closure
+/// and its AbortController. Dropping this clears the timer first (so JS can
+/// never call a freed closure, even when the request future is dropped
+/// mid-await), then frees the closure.
+struct Deadline {
+    timer: JsValue,
+    _abort: Closure<dyn FnMut()>,
+}
+
+impl Deadline {
+    fn arm(controller: web_sys::AbortController, timeout_ms: u32) -> Deadline {
+        let abort = Closure::<dyn FnMut()>::new(move || controller.abort());
+        let timer = set_timeout(abort.as_ref().unchecked_ref(), timeout_ms.min(i32::MAX as u32) as i32);
+        Deadline { timer, _abort: abort }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        clear_timeout(&self.timer);
+    }
+}
+
 impl HttpClient for FetchClient {
     async fn send(&self, req: Request, timeout_ms: u32) -> Result<Response, TransportError> {
         let controller = web_sys::AbortController::new().map_err(|e| TransportError::Network(js_error_text(&e)))?;
         let signal = controller.signal();
-        let abort = Closure::once_into_js(move || controller.abort());
-        let timer = set_timeout(abort.unchecked_ref(), timeout_ms.min(i32::MAX as u32) as i32);
+        let timer = Deadline::arm(controller, timeout_ms);
         let result = self.exchange(req, &signal).await;
-        clear_timeout(&timer);
+        drop(timer);
         result.map_err(|e| {
             if signal.aborted() {
                 TransportError::Timeout { after_ms: timeout_ms }

@@ -100,17 +100,20 @@ export function createHandler(
   const readEnv = options.env ?? (() => Deno.env.toObject());
   let cachedEnv: Record<string, string> | null = null;
 
-  // One deferred per instance generation: a trap rejects it, failing every
+  // Each request in flight registers its own rejecter; a trap fails every
   // request still waiting on that instance instead of leaving it hanging.
-  let trapped = Promise.withResolvers<never>();
-  trapped.promise.catch(() => {});
+  // Per-request deferreds (not one long-lived promise every request races
+  // against) matter: a reaction attached to a promise that never settles is
+  // never released, so racing a shared one leaked memory on every request.
+  let generation = 0;
+  let inFlight = new Set<(e: unknown) => void>();
 
   const onTrap = (e: unknown) => {
     console.error(JSON.stringify({ level: "error", fn: options.name, msg: "wasm trapped; instance reset", error: String(e) }));
-    const failed = trapped;
-    trapped = Promise.withResolvers<never>();
-    trapped.promise.catch(() => {});
-    failed.reject(e);
+    const failed = inFlight;
+    generation += 1;
+    inFlight = new Set();
+    for (const reject of failed) reject(e);
     try {
       fn.reset();
     } catch (resetError) {
@@ -150,18 +153,26 @@ export function createHandler(
 
     cachedEnv ??= { ...readEnv(), EDGEWORKS_FUNCTION: options.name };
     const wasmRequest: WasmRequest = { method: req.method, url: req.url, headers, body };
-    const generation = trapped;
+    const myGeneration = generation;
+    const myInFlight = inFlight;
+    const aborted = Promise.withResolvers<never>();
+    aborted.promise.catch(() => {});
+    myInFlight.add(aborted.reject);
     try {
-      const out = await Promise.race([fn.handle(wasmRequest, cachedEnv), generation.promise]);
+      const out = await Promise.race([fn.handle(wasmRequest, cachedEnv), aborted.promise]);
       const noBody = out.status === 204 || out.status === 304 || req.method === "HEAD";
       return new Response(noBody ? null : out.body, { status: out.status, headers: out.headers });
     } catch (e) {
       if (isTrap(e)) {
-        if (generation === trapped) onTrap(e);
+        // Only the first request to see a trap resets; the others already
+        // belong to a failed generation.
+        if (myGeneration === generation) onTrap(e);
         return envelope(500, "function_crashed", "the function crashed while handling the request", requestId);
       }
       console.error(JSON.stringify({ level: "error", fn: options.name, msg: "unhandled error", error: String(e) }));
       return envelope(500, "internal", "internal error", requestId);
+    } finally {
+      myInFlight.delete(aborted.reject);
     }
   };
 }
