@@ -2,6 +2,8 @@
 //   /rest/v1/*            -> PostgREST (postrust-server)
 //   /storage/v1/s3/*      -> the local S3 server: the SigV4 signature is verified
 //                            here and the request re-signed for it (s3_proxy.ts)
+//   /storage/v1/*         -> the Storage REST API and TUS uploads (storage_api/),
+//                            metadata in the storage schema, bytes in the same S3 server
 //   /auth/v1/.well-known/jwks.json -> the local JWKS (HS256 only: no public keys)
 //   /functions/v1/<name>  -> that function, each running as its own Deno process
 // It logs one line per request (method, path, status, ms) and runs the
@@ -19,6 +21,7 @@
 
 import { clientBodyFailed } from "./request_body.ts";
 import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
+import { storageApi } from "./storage_api/mod.ts";
 
 interface FunctionSpec {
   name: string;
@@ -46,6 +49,11 @@ const children: Deno.ChildProcess[] = [];
 const routes = new Map<string, string>(); // function name -> base URL
 const S3_PREFIX = "/storage/v1/s3";
 const storage = config.s3 ? s3Proxy(config.s3, S3_PREFIX) : null;
+const STORAGE_PREFIX = "/storage/v1";
+const dbUrl = Deno.env.get("EW_DB_URL");
+const storageRest = config.s3 && dbUrl
+  ? storageApi({ db_url: dbUrl, jwt_secret: config.function_env.SUPABASE_JWT_SECRET, s3: config.s3 }, STORAGE_PREFIX)
+  : null;
 
 /** Methods the APIs behind the gateway take; anything else (TRACE, CONNECT, ...) is refused here. */
 const ALLOWED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -228,6 +236,10 @@ function route(req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Re
   if (path === S3_PREFIX || path.startsWith(S3_PREFIX + "/")) {
     if (!storage) return envelope(404, "storage_disabled", "no local S3 server is configured");
     return storage(req);
+  }
+  if (path.startsWith(STORAGE_PREFIX + "/")) {
+    if (!storageRest) return envelope(404, "storage_disabled", "no local S3 server or database is configured");
+    return storageRest.handle(req, path.slice(STORAGE_PREFIX.length));
   }
   if (path === "/auth/v1/.well-known/jwks.json") {
     return Response.json({ keys: [] });
