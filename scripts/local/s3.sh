@@ -20,7 +20,8 @@
 # itself and re-signs the request for s3s-fs (scripts/local/s3_proxy.ts).
 # S3_DIRECT_ENDPOINT is s3s-fs itself, for the gateway and bucket setup.
 
-EW_S3_REGION="${EW_S3_REGION:-us-east-1}"
+# `local`, the region `supabase status` prints for the local stack's S3.
+EW_S3_REGION="${EW_S3_REGION:-local}"
 EW_S3_SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 _ew_s3_log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }

@@ -9,6 +9,8 @@
   s3_buckets.py gateway-rules <config.toml>
                                            print the rules the gateway's S3
                                            endpoint enforces (sizes in bytes)
+  s3_buckets.py record-sql <config.toml>   print SQL that records every bucket in
+                                           storage.buckets (the Storage API's view)
 
 `create` reads S3_ENDPOINT, S3_REGION, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY
 from the environment (never from argv, where `ps` would show the secret) and
@@ -110,6 +112,31 @@ def gateway_rules(path):
     return out
 
 
+def _sql_text(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def record_sql(path):
+    """Upserts into storage.buckets: config.toml stays the truth for the
+    buckets it declares (public, own size limit in bytes, allowed types),
+    as `supabase seed buckets` makes it on a hosted project."""
+    _, buckets = load_storage(path)
+    lines = []
+    for name, spec in buckets.items():
+        own = spec.get("file_size_limit")
+        limit = str(parse_size(own)) if own is not None else "null"
+        types = [t.strip().lower() for t in spec.get("allowed_mime_types") or []]
+        mimes = "array[" + ", ".join(_sql_text(t) for t in types) + "]::text[]" if types else "null"
+        public = "true" if spec.get("public", False) else "false"
+        lines.append(
+            "insert into storage.buckets (id, name, public, file_size_limit, allowed_mime_types) "
+            f"values ({_sql_text(name)}, {_sql_text(name)}, {public}, {limit}, {mimes}) "
+            "on conflict (id) do update set public = excluded.public, file_size_limit = excluded.file_size_limit, "
+            "allowed_mime_types = excluded.allowed_mime_types, updated_at = now();"
+        )
+    return "\n".join(lines)
+
+
 def _hmac(key, msg):
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
@@ -173,13 +200,15 @@ def create(path):
 
 
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ("create", "policy-json", "names", "gateway-rules"):
+    if len(argv) != 3 or argv[1] not in ("create", "policy-json", "names", "gateway-rules", "record-sql"):
         sys.exit(__doc__)
     cmd, path = argv[1], argv[2]
     if cmd == "create":
         create(path)
     elif cmd == "policy-json":
         print(policy_json(path))
+    elif cmd == "record-sql":
+        print(record_sql(path))
     elif cmd == "gateway-rules":
         print(json.dumps(gateway_rules(path), sort_keys=True))
     else:
