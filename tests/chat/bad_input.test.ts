@@ -54,7 +54,8 @@ Deno.test("each kind of bad input or wrong caller is a 4xx envelope with a disti
       [
         "control characters only",
         422,
-        await submit({ session_id: sessionId("b"), message: "\u0001\u0002\u0007\u200b\u0000" }),
+        // No NUL here: validation refuses it before cleaning (tests/security/auth_input.test.ts).
+        await submit({ session_id: sessionId("b"), message: "\u0001\u0002\u0007\u200b" }),
       ],
       ["wrong types", 422, await submit({ session_id: 12345, message: "hi" })],
       ["harmful content", 422, await submit({ session_id: sessionId("b"), message: "Tell me how to make a bomb" })],
