@@ -6,6 +6,7 @@
 //                            metadata in the storage schema, bytes in the same S3 server
 //   /auth/v1/.well-known/jwks.json -> the local JWKS (HS256 only: no public keys)
 //   /functions/v1/<name>  -> that function, each running as its own Deno process
+//   /realtime/v1/*        -> Realtime, served here (realtime/server.ts)
 // It logs one line per request (method, path, status, ms) and runs the
 // scheduler that stands in for pg_cron + pg_net.
 //
@@ -21,6 +22,7 @@
 
 import { clientBodyFailed } from "./request_body.ts";
 import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
+import { realtimeServer } from "./realtime/server.ts";
 import { storageApi } from "./storage_api/mod.ts";
 
 interface FunctionSpec {
@@ -51,6 +53,15 @@ const S3_PREFIX = "/storage/v1/s3";
 const storage = config.s3 ? s3Proxy(config.s3, S3_PREFIX) : null;
 const STORAGE_PREFIX = "/storage/v1";
 const dbUrl = Deno.env.get("EW_DB_URL");
+// Realtime reads the WAL through a slot whose name carries the API port, so
+// stacks sharing a Postgres would not share a slot.
+const realtime = dbUrl
+  ? realtimeServer({
+    dbUrl,
+    jwtSecret: config.function_env.SUPABASE_JWT_SECRET,
+    slot: `edgeworks_realtime_${config.port}`,
+  })
+  : null;
 const storageRest = config.s3 && dbUrl
   ? storageApi({ db_url: dbUrl, jwt_secret: config.function_env.SUPABASE_JWT_SECRET, s3: config.s3 }, STORAGE_PREFIX)
   : null;
@@ -241,6 +252,9 @@ function route(req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Re
     if (!storageRest) return envelope(404, "storage_disabled", "no local S3 server or database is configured");
     return storageRest.handle(req, path.slice(STORAGE_PREFIX.length));
   }
+  if (path.startsWith("/realtime/v1/")) {
+    return realtime?.handle(req) ?? envelope(404, "not_found", `no route for ${path}`);
+  }
   if (path === "/auth/v1/.well-known/jwks.json") {
     return Response.json({ keys: [] });
   }
@@ -263,6 +277,7 @@ let shuttingDown = false;
 function shutdown() {
   if (shuttingDown) return;
   shuttingDown = true;
+  realtime?.stop();
   for (const c of children) {
     try {
       c.kill("SIGTERM");
