@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use edgeworks_core::jwt::{
+use edgeworks_auth::jwt::{
     peek_header, Alg, Jwks, JwtError, Principal, TokenPolicy, Verifier, DEFAULT_LEEWAY_SECS,
 };
 use hmac::{Hmac, Mac};

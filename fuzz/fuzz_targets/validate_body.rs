@@ -5,7 +5,7 @@
 //! that no accepted field carries a NUL (Postgres cannot store one).
 #![no_main]
 
-use edgeworks_core::validate::{Field, Schema, MAX_REPORTED_ERRORS};
+use edgeworks_input::validate::{Field, Schema, MAX_REPORTED_ERRORS};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { claim, dbTest, enqueue, fail, jobById, makeDue, queueName, type Sql } from "./_lib.ts";
 
 // min(cap, base * 2^(attempt - 1)); the same table pins Backoff::ceiling_ms in
-// crates/core/src/queue.rs.
+// crates/queue/src/state.rs.
 const CEILINGS: Array<[number, number]> = [
   [0, 1_000],
   [1, 1_000],

@@ -17,7 +17,7 @@ import {
 } from "../../scripts/local/s3_proxy.ts";
 
 const SUITE = await Deno.readTextFile(
-  new URL("../../crates/providers/tests/data/sigv4_suite.txt", import.meta.url),
+  new URL("../../crates/storage/tests/data/sigv4_suite.txt", import.meta.url),
 );
 const SUITE_KEYS: Credentials = {
   accessKeyId: "AKIDEXAMPLE",

@@ -7,7 +7,9 @@ use crate::platform::{Clock, Rng};
 pub fn uuid_v4(rng: &mut dyn Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
-    crate::request_id::uuid_v4(b)
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(&b)
 }
 
 /// A version 7 UUID (RFC 9562): 48-bit big-endian Unix milliseconds, then

@@ -4,9 +4,8 @@
 //! filter syntax) and sent through the one HTTP client the function was
 //! given, so the same code runs on fetch in wasm and over TCP in native
 //! tests. Anything that must be atomic is one SQL function over `/rpc`.
-//! This crate never holds business rules: those live in `edgeworks-core`.
-
-pub mod queue;
+//! This crate never holds business rules: those live in the crates that own
+//! them (the queue's in `edgeworks-queue`).
 
 use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};

@@ -4,8 +4,9 @@
 use std::future::Future;
 
 use edgeworks_core::cors::CorsPolicy;
-use edgeworks_core::request_id::{accept_client_id, uuid_v4};
-use edgeworks_core::{ApiError, Method, Request, Response, Rng};
+use edgeworks_core::ids::uuid_v4;
+use edgeworks_core::request_id::accept_client_id;
+use edgeworks_core::{ApiError, Method, Request, Response};
 use serde_json::json;
 use wasm_bindgen::JsValue;
 
@@ -52,11 +53,7 @@ where
                 .and_then(accept_client_id)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            OsRng.fill(&mut b);
-            uuid_v4(b)
-        });
+        .unwrap_or_else(|| uuid_v4(&mut OsRng));
     let log = Logger::new(
         &function,
         &request_id,

@@ -7,8 +7,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use edgeworks_core::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, TokenPolicy, Verifier};
-use edgeworks_core::ratelimit::{limit_key, ClientIpSource, Decision, Limit};
+use edgeworks_auth::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, TokenPolicy, Verifier};
+use edgeworks_auth::ratelimit::{limit_key, ClientIpSource, Decision, Limit};
 use edgeworks_core::{ApiError, Clock, Request};
 use edgeworks_db::Db;
 use edgeworks_runtime::{Ctx, FetchClient};

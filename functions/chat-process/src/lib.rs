@@ -3,9 +3,9 @@
 //! the configured provider and completes or retries it.
 //! Answers `{jobs_processed, jobs_failed, processing_time_ms, next_job_available, worker_id}`.
 
-use edgeworks_chat::{isolate_worker_id, WorkerSetup};
-use edgeworks_core::validate::{Field, Schema};
+use edgeworks_chat_queue::{isolate_worker_id, WorkerSetup};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
+use edgeworks_input::validate::{Field, Schema};
 use edgeworks_runtime::{export_handler, Ctx, Options};
 use edgeworks_service::{authenticate, service_db};
 use serde::Deserialize;

@@ -3,13 +3,13 @@
 //! position, timings, retries) or a session's jobs with `session_stats`.
 //! A user sees only their own jobs (the SQL functions check the caller).
 
-use edgeworks_chat::estimate_duration_ms;
-use edgeworks_chat::submit::map_chat_error;
-use edgeworks_chat::Settings;
-use edgeworks_core::ratelimit::Limit;
-use edgeworks_core::timeutil::{format_rfc3339_ms, parse_rfc3339_ms};
-use edgeworks_core::validate::{Field, Schema};
+use edgeworks_auth::ratelimit::Limit;
+use edgeworks_chat_queue::estimate_duration_ms;
+use edgeworks_chat_queue::submit::map_chat_error;
+use edgeworks_chat_queue::Settings;
+use edgeworks_core::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
+use edgeworks_input::validate::{Field, Schema};
 use edgeworks_runtime::{export_handler, Ctx, Options};
 use edgeworks_service::{authenticate, rate_limit};
 use serde_json::{json, Map, Value};

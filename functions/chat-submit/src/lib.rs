@@ -3,10 +3,10 @@
 //! question limit, stores the question and enqueues the job.
 //! Answers `{success, data: {job_id, status, estimated_duration_ms, queue_position}}`.
 
-use edgeworks_chat::{estimate_duration_ms, submit, Settings};
-use edgeworks_core::ratelimit::Limit;
-use edgeworks_core::sanitize::Denylist;
+use edgeworks_auth::ratelimit::Limit;
+use edgeworks_chat_queue::{estimate_duration_ms, submit, Settings};
 use edgeworks_core::{ApiError, Method, Request, Response};
+use edgeworks_input::sanitize::Denylist;
 use edgeworks_runtime::{export_handler, Ctx, Options};
 use edgeworks_service::{authenticate, rate_limit, service_db};
 use serde_json::json;

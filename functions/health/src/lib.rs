@@ -1,7 +1,7 @@
 //! `health`: GET /functions/v1/health — build identity and a timed PostgREST
 //! round trip. 200 when the database answers, 503 with the reason when not.
 
-use edgeworks_core::ratelimit::Limit;
+use edgeworks_auth::ratelimit::Limit;
 use edgeworks_core::{ApiError, Method, Request, Response};
 use edgeworks_db::DbError;
 use edgeworks_runtime::{export_handler, Ctx, Options};

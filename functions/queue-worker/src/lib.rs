@@ -12,10 +12,10 @@
 //! `BATCH_MARGIN_MS` before the budget ends. A job cut off anyway is not
 //! lost: its lease expires and another worker retries it.
 
-use edgeworks_chat::{isolate_worker_id, WorkerSetup, KIND, QUEUE};
-use edgeworks_core::validate::{Field, Schema};
+use edgeworks_chat_queue::{isolate_worker_id, WorkerSetup, KIND, QUEUE};
 use edgeworks_core::{ApiError, Clock, Method, Request, Response};
-use edgeworks_db::queue::{JobQueue, WorkerStatus};
+use edgeworks_input::validate::{Field, Schema};
+use edgeworks_queue::{JobQueue, WorkerStatus};
 use edgeworks_runtime::{export_handler, sleep_ms, Ctx, Options};
 use edgeworks_service::{authenticate, service_db};
 use serde::Deserialize;

@@ -1,0 +1,17 @@
+//! edgeworks-llm: talking to language models.
+//!
+//! It owns prompt building ([`prompt`]: templates, history within a token
+//! budget), the provider-neutral chat interface ([`chat`]), the provider
+//! clients ([`gemini`], and [`offline`] for deployments without a key), and
+//! the retry classification of outbound calls ([`retry`]: which statuses are
+//! worth retrying, `Retry-After`). Request building and response parsing
+//! are pure and tested against each provider's real wire format; the
+//! transport is any `HttpClient`.
+//!
+//! It must never log or return an API key, and never touch js-sys.
+
+pub mod chat;
+pub mod gemini;
+pub mod offline;
+pub mod prompt;
+pub mod retry;

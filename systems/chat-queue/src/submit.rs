@@ -1,0 +1,250 @@
+//! chat-submit: the request, its validation and cleaning, and the one SQL
+//! call that creates or locks the session, enforces the question limit and
+//! enqueues the job atomically.
+
+use edgeworks_core::http_client::HttpClient;
+use edgeworks_core::ApiError;
+use edgeworks_db::{Db, DbError};
+use edgeworks_input::sanitize::{clean_text, CleanOptions, Denylist};
+use edgeworks_input::validate::{Field, Schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubmitRequest {
+    pub session_id: String,
+    pub message: String,
+    pub field_id: Option<String>,
+    pub priority: Option<i64>,
+}
+
+pub fn schema(settings: &Settings) -> Schema {
+    Schema::object()
+        .field("session_id", Field::string().required().non_blank().max_chars(128))
+        .field(
+            "message",
+            Field::string()
+                .required()
+                .non_blank()
+                .max_chars(settings.max_message_chars),
+        )
+        .field("field_id", Field::string().non_blank().max_chars(100))
+        .field("priority", Field::integer().range(0, 10))
+}
+
+fn is_session_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+/// When the message is the only thing wrong, a client gets a code it can act
+/// on without reading the field list: `empty_message` or `message_too_long`.
+/// Every other validation failure stays `validation_failed` with all fields.
+fn message_error(e: ApiError) -> ApiError {
+    let Some(fields) = e
+        .details()
+        .and_then(|d| d.get("fields"))
+        .and_then(serde_json::Value::as_array)
+    else {
+        return e;
+    };
+    let [only] = fields.as_slice() else { return e };
+    if only.get("field").and_then(serde_json::Value::as_str) != Some("message") {
+        return e;
+    }
+    let (code, message) = match only.get("code").and_then(serde_json::Value::as_str) {
+        Some("required") | Some("blank") => ("empty_message", "the message is empty"),
+        Some("too_long") => ("message_too_long", "the message is longer than this deployment accepts"),
+        _ => return e,
+    };
+    let details = e.details().cloned().unwrap_or_default();
+    ApiError::new(422, code, message).with_details(details)
+}
+
+/// Validates, cleans and checks the message; returns the request to store.
+pub fn prepare(body: &[u8], settings: &Settings, denylist: &Denylist) -> Result<SubmitRequest, ApiError> {
+    let mut req: SubmitRequest = schema(settings).parse(body).map_err(message_error)?;
+    let field_error = |field: &str, code: &str, message: &str| {
+        ApiError::unprocessable(
+            "request body failed validation",
+            json!({ "fields": [{ "field": field, "code": code, "message": message }] }),
+        )
+    };
+    if !is_session_id(req.session_id.trim()) {
+        return Err(field_error(
+            "session_id",
+            "invalid_format",
+            "use 1 to 128 of the characters A-Z a-z 0-9 _ . : -",
+        ));
+    }
+    req.session_id = req.session_id.trim().to_string();
+    if let Some(f) = &req.field_id {
+        if !is_session_id(f.trim()) {
+            return Err(field_error(
+                "field_id",
+                "invalid_format",
+                "use the characters A-Z a-z 0-9 _ . : -",
+            ));
+        }
+        req.field_id = Some(f.trim().to_string());
+    }
+    let cleaned = clean_text(&req.message, &CleanOptions::default());
+    if cleaned.trim().is_empty() {
+        return Err(ApiError::new(
+            422,
+            "message_has_no_text",
+            "the message has no visible text after removing control and invisible characters",
+        ));
+    }
+    denylist.check_field("message", &cleaned)?;
+    req.message = cleaned;
+    Ok(req)
+}
+
+/// What chat_submit answers (the timing fields feed the estimate).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Submitted {
+    pub job_id: String,
+    pub status: String,
+    pub queue_position: u32,
+    pub session_id: String,
+    pub question_count: u32,
+    pub max_questions: u32,
+    #[serde(default)]
+    pub avg_processing_ms: f64,
+    #[serde(default)]
+    pub samples: u32,
+    #[serde(default)]
+    pub active_workers: u32,
+}
+
+/// Maps the chat SQL functions' SQLSTATEs to client errors.
+pub fn map_chat_error(e: DbError) -> ApiError {
+    match e.code() {
+        Some("EC401") => ApiError::unauthorized(
+            "user_not_found",
+            "the token's user does not exist (deleted?); sign in again",
+        ),
+        Some("EC403") => ApiError::forbidden("session_forbidden", "this session belongs to another user"),
+        Some("EC404") if e.message() == "field_not_found" => ApiError::not_found("field_not_found", "no such field"),
+        Some("EC404") if e.message() == "session_not_found" => {
+            ApiError::not_found("session_not_found", "no such session")
+        }
+        Some("EC404") => ApiError::not_found("job_not_found", "no such job"),
+        Some("EC409") => ApiError::conflict(
+            "session_field_mismatch",
+            "this session was started with another field_id",
+        ),
+        Some("EC410") => ApiError::new(
+            410,
+            "session_expired",
+            "this session is past its maximum age; start a new one",
+        ),
+        Some("EC429") => {
+            let limit = match &e {
+                DbError::Api { details: Some(d), .. } => d.parse::<u32>().ok(),
+                _ => None,
+            };
+            ApiError::new(
+                429,
+                "question_limit_reached",
+                "this session has reached its question limit",
+            )
+            .with_details(json!({ "max_questions": limit }))
+        }
+        Some("22023") => ApiError::new(422, "invalid_argument", e.message().to_string()),
+        _ => ApiError::from(e),
+    }
+}
+
+/// One round trip: session, limit, message and job, atomically.
+pub async fn submit<C: HttpClient>(
+    db: &Db<C>,
+    user_id: &str,
+    req: &SubmitRequest,
+    settings: &Settings,
+) -> Result<Submitted, ApiError> {
+    let args: Value = json!({
+        "p_user": user_id,
+        "p_session_id": req.session_id,
+        "p_message": req.message,
+        "p_field_id": req.field_id,
+        "p_priority": req.priority.unwrap_or(0),
+        "p_max_questions": settings.max_questions,
+        "p_session_max_age_seconds": settings.session_max_age_seconds,
+        "p_max_attempts": settings.max_attempts,
+        "p_backoff_base_ms": settings.retry_base_ms,
+    });
+    db.rpc("chat_submit", &args).await.map_err(map_chat_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep(body: &str) -> Result<SubmitRequest, ApiError> {
+        prepare(body.as_bytes(), &Settings::default(), &Denylist::default_list())
+    }
+
+    #[test]
+    fn a_plain_question_is_accepted_and_cleaned() {
+        let r = prep(r#"{"session_id":"test-session","message":"  Hello,\r\nworld!\u200b "}"#).unwrap();
+        assert_eq!(r.session_id, "test-session");
+        assert_eq!(r.message, "Hello,\nworld!");
+    }
+
+    #[test]
+    fn each_bad_input_has_its_own_code() {
+        assert_eq!(
+            prep(r#"{"session_id":"s","message":""}"#).unwrap_err().code(),
+            "empty_message"
+        );
+        let long = format!(r#"{{"session_id":"s","message":"{}"}}"#, "a".repeat(20_000));
+        let too_long = prep(&long).unwrap_err();
+        assert_eq!((too_long.status(), too_long.code()), (422, "message_too_long"));
+        assert_eq!(
+            prep(r#"{"session_id":"s","message":"\u0001\u0002\u200b"}"#)
+                .unwrap_err()
+                .code(),
+            "message_has_no_text"
+        );
+        assert_eq!(
+            prep(r#"{"session_id":5,"message":"hi"}"#).unwrap_err().code(),
+            "validation_failed"
+        );
+        assert_eq!(
+            prep(r#"{"session_id":"a b","message":"hi"}"#).unwrap_err().code(),
+            "validation_failed"
+        );
+        assert_eq!(prep("{not json").unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn all_field_errors_come_at_once() {
+        let e = prep(r#"{"session_id":7,"message":false,"priority":99}"#).unwrap_err();
+        assert_eq!(e.details().unwrap()["fields"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn sql_errors_map_to_distinct_client_errors() {
+        let api = |code: &str, message: &str| DbError::Api {
+            status: 400,
+            code: Some(code.into()),
+            message: message.into(),
+            details: Some("10".into()),
+            hint: None,
+        };
+        let limit = map_chat_error(api("EC429", "question_limit_reached"));
+        assert_eq!((limit.status(), limit.code()), (429, "question_limit_reached"));
+        assert_eq!(limit.details().unwrap()["max_questions"], 10);
+        assert_eq!(map_chat_error(api("EC403", "session_forbidden")).status(), 403);
+        let gone = map_chat_error(api("EC401", "user_not_found"));
+        assert_eq!((gone.status(), gone.code()), (401, "user_not_found"));
+        assert_eq!(map_chat_error(api("EC410", "session_expired")).status(), 410);
+        assert_eq!(
+            map_chat_error(api("EC404", "field_not_found")).code(),
+            "field_not_found"
+        );
+    }
+}
