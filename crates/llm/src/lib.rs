@@ -14,4 +14,3 @@ pub mod chat;
 pub mod gemini;
 pub mod offline;
 pub mod prompt;
-pub mod retry;
