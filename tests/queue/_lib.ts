@@ -87,6 +87,7 @@ export interface EnqueueOptions {
   owner?: string | null;
   backoffBaseMs?: number;
   backoffCapMs?: number;
+  orderingKey?: string | null;
 }
 
 export async function enqueue(
@@ -103,7 +104,8 @@ export async function enqueue(
       p_max_attempts => ${o.maxAttempts ?? 5}, p_dedup_key => ${o.dedupKey ?? null},
       p_depends_on => ${o.dependsOn ?? null}::uuid[], p_owner => ${o.owner ?? null}::uuid,
       p_backoff_base_ms => ${o.backoffBaseMs ?? 1000},
-      p_backoff_cap_ms => ${o.backoffCapMs ?? 600000})`;
+      p_backoff_cap_ms => ${o.backoffCapMs ?? 600000},
+      p_ordering_key => ${o.orderingKey ?? null})`;
   return row;
 }
 
