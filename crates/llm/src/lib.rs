@@ -2,9 +2,9 @@
 //!
 //! It owns prompt building ([`prompt`]: templates, history within a token
 //! budget), the provider-neutral chat interface ([`chat`]), the provider
-//! clients ([`gemini`], and [`offline`] for deployments without a key), and
-//! the retry classification of outbound calls ([`retry`]: which statuses are
-//! worth retrying, `Retry-After`). Request building and response parsing
+//! clients ([`gemini`], and [`offline`] for deployments without a key), each
+//! classifying its own failures as retryable or not (the queue's `Backoff`
+//! schedules the retry). Request building and response parsing
 //! are pure and tested against each provider's real wire format; the
 //! transport is any `HttpClient`.
 //!
