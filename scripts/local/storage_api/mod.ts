@@ -10,9 +10,26 @@
 
 import { CORS_HEADERS, failureResponse, invalidRequest, noSuchBucket, noSuchKey, StorageFailure } from "./errors.ts";
 import { type Claims, Hs256 } from "./jwt.ts";
-import { API_ROLES, type ApiRole, type BucketRow, type Caller, insertObject, Metadata, type ObjectRow } from "./metadata.ts";
+import {
+  API_ROLES,
+  type ApiRole,
+  type BucketRow,
+  type Caller,
+  insertObject,
+  Metadata,
+  type ObjectRow,
+} from "./metadata.ts";
+import { parseMultipart } from "./multipart.ts";
 import { ObjectStore, type ObjectStoreConfig } from "./object_store.ts";
-import { checkBucketName, checkMime, checkMimeTypes, checkObjectName, checkSize, parseSize, sizeLimit } from "./rules.ts";
+import {
+  checkBucketName,
+  checkMime,
+  checkMimeTypes,
+  checkObjectName,
+  checkSize,
+  parseSize,
+  sizeLimit,
+} from "./rules.ts";
 import { ResumableUploads } from "./tus.ts";
 
 export interface StorageApiConfig {
@@ -47,7 +64,7 @@ export function storageApi(config: StorageApiConfig, prefix = "/storage/v1"): St
         const resumable = path === "/upload/resumable" || path.startsWith("/upload/resumable/");
         if (req.method === "OPTIONS") {
           const pre = preflight(req);
-          if (resumable) for (const [k, v] of tus.options().headers) pre.headers.set(k, v);
+          if (resumable) { for (const [k, v] of tus.options().headers) pre.headers.set(k, v); }
           return pre;
         }
         if (resumable) return await tus.handle(req, path.slice("/upload/resumable".length), await api.caller(req));
@@ -270,7 +287,10 @@ class Api {
 
   async getBucket(req: Request, id: string): Promise<Response> {
     const caller = await this.caller(req);
-    const rows = await this.db.asCaller(caller, (tx) => tx<BucketRow[]>`select * from storage.buckets where id = ${id}`);
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) => tx<BucketRow[]>`select * from storage.buckets where id = ${id}`,
+    );
     if (!rows[0]) throw noSuchBucket();
     return json(bucketJson(rows[0]));
   }
@@ -299,10 +319,15 @@ class Api {
     const body = await readJson(req);
     const limit = parseSize(body.file_size_limit);
     const types = checkMimeTypes(body.allowed_mime_types);
-    const rows = await this.db.asCaller(caller, (tx) =>
-      tx`update storage.buckets set public = coalesce(${typeof body.public === "boolean" ? body.public : null}, public),
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) =>
+        tx`update storage.buckets set public = coalesce(${
+          typeof body.public === "boolean" ? body.public : null
+        }, public),
                 file_size_limit = ${limit}, allowed_mime_types = ${types}, updated_at = now()
-         where id = ${id} returning id`);
+         where id = ${id} returning id`,
+    );
     if (rows.length === 0) throw noSuchBucket();
     return json({ message: "Successfully updated" });
   }
@@ -326,8 +351,10 @@ class Api {
   async emptyBucket(req: Request, id: string): Promise<Response> {
     const caller = await this.caller(req);
     await this.bucketFor(id);
-    const names = await this.db.asCaller(caller, (tx) =>
-      tx<{ name: string }[]>`delete from storage.objects where bucket_id = ${id} returning name`);
+    const names = await this.db.asCaller(
+      caller,
+      (tx) => tx<{ name: string }[]>`delete from storage.objects where bucket_id = ${id} returning name`,
+    );
     for (const { name } of names) await this.store.delete(id, name);
     return json({ message: "Successfully emptied" });
   }
@@ -344,22 +371,15 @@ class Api {
       // The form's framing adds a little, so the declared length is only a bound on the whole.
       if (declared > limit + 64 * 1024) checkSize(bucket, this.globalLimit, declared);
       const bytes = await readBytes(req.body, limit + 64 * 1024, () => invalidSize(bucket, this.globalLimit));
-      let form: FormData;
-      try {
-        form = await new Response(bytes, { headers: { "content-type": contentType } }).formData();
-      } catch {
-        throw invalidRequest("the multipart form could not be parsed");
-      }
-      let file: File | null = null;
-      for (const [, v] of form.entries()) if (typeof v !== "string") file ??= v;
-      if (!file) throw invalidRequest("the form has no file");
-      checkSize(bucket, this.globalLimit, file.size);
-      const cache = form.get("cacheControl");
-      const meta = form.get("metadata");
+      const form = parseMultipart(bytes, contentType);
+      if (!form.file) throw invalidRequest("the form has no file");
+      checkSize(bucket, this.globalLimit, form.file.bytes.length);
+      const cache = form.fields.get("cacheControl");
+      const meta = form.fields.get("metadata");
       return {
-        bytes: new Uint8Array(await file.arrayBuffer()),
-        contentType: file.type || "application/octet-stream",
-        cacheControl: typeof cache === "string" && cache !== "" ? `max-age=${cache.replace(/^max-age=/, "")}` : "no-cache",
+        bytes: form.file.bytes,
+        contentType: form.file.contentType,
+        cacheControl: cache ? `max-age=${cache.replace(/^max-age=/, "")}` : "no-cache",
         userMetadata: typeof meta === "string" ? parseUserMetadata(meta) : null,
       };
     }
@@ -433,7 +453,11 @@ class Api {
     }
     if (!s3.ok) {
       await s3.body?.cancel();
-      throw new StorageFailure(s3.status === 416 ? 416 : 500, s3.status === 416 ? "InvalidRange" : "InternalError", `the S3 server answered ${s3.status}`);
+      throw new StorageFailure(
+        s3.status === 416 ? 416 : 500,
+        s3.status === 416 ? "InvalidRange" : "InternalError",
+        `the S3 server answered ${s3.status}`,
+      );
     }
     const meta = row.metadata ?? {};
     const headers = new Headers(CORS_HEADERS);
@@ -454,8 +478,10 @@ class Api {
 
   /** The caller's view of one object row (RLS applies); 404 when they cannot see it. */
   async visibleRow(caller: Caller, bucket: string, name: string): Promise<ObjectRow> {
-    const rows = await this.db.asCaller(caller, (tx) =>
-      tx<ObjectRow[]>`select * from storage.objects where bucket_id = ${bucket} and name = ${name}`);
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) => tx<ObjectRow[]>`select * from storage.objects where bucket_id = ${bucket} and name = ${name}`,
+    );
     if (!rows[0]) throw noSuchKey();
     return rows[0];
   }
@@ -516,10 +542,23 @@ class Api {
       ? sortBy.column!
       : "name";
     const desc = (sortBy.order ?? "asc").toLowerCase() === "desc";
-    const rows = await this.db.asCaller(caller, (tx) =>
-      tx<ObjectRow[]>`select * from storage.objects where bucket_id = ${bucketId} and starts_with(name, ${prefix})`);
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) =>
+        tx<ObjectRow[]>`select * from storage.objects where bucket_id = ${bucketId} and starts_with(name, ${prefix})`,
+    );
     // Directly under the prefix: files as themselves, deeper paths as one folder entry each (id null).
-    const entries = new Map<string, ReturnType<typeof fileObjectJson> | { name: string; id: null; updated_at: null; created_at: null; last_accessed_at: null; metadata: null }>();
+    const entries = new Map<
+      string,
+      ReturnType<typeof fileObjectJson> | {
+        name: string;
+        id: null;
+        updated_at: null;
+        created_at: null;
+        last_accessed_at: null;
+        metadata: null;
+      }
+    >();
     for (const o of rows) {
       const rest = o.name.slice(prefix.length);
       const slash = rest.indexOf("/");
@@ -527,7 +566,14 @@ class Api {
       if (search && !entry.toLowerCase().includes(search)) continue;
       if (slash < 0) entries.set(`f:${entry}`, fileObjectJson(o, entry));
       else if (!entries.has(`d:${entry}`)) {
-        entries.set(`d:${entry}`, { name: entry, id: null, updated_at: null, created_at: null, last_accessed_at: null, metadata: null });
+        entries.set(`d:${entry}`, {
+          name: entry,
+          id: null,
+          updated_at: null,
+          created_at: null,
+          last_accessed_at: null,
+          metadata: null,
+        });
       }
     }
     const sorted = [...entries.values()].sort((a, b) => {
@@ -549,7 +595,9 @@ class Api {
     const srcBucket = str(body.bucketId, "bucketId");
     const srcKey = checkObjectName(str(body.sourceKey, "sourceKey"));
     const dstKey = checkObjectName(str(body.destinationKey, "destinationKey"));
-    const dstBucketId = typeof body.destinationBucket === "string" && body.destinationBucket ? body.destinationBucket : srcBucket;
+    const dstBucketId = typeof body.destinationBucket === "string" && body.destinationBucket
+      ? body.destinationBucket
+      : srcBucket;
     await this.bucketFor(srcBucket);
     const dstBucket = await this.bucketFor(dstBucketId);
     const source = await this.visibleRow(caller, srcBucket, srcKey);
@@ -562,7 +610,8 @@ class Api {
       if (srcBucket === dstBucketId && srcKey === dstKey) return json({ message: "Successfully moved" });
       await this.db.asCaller(caller, async (tx) => {
         if (upsert) await tx`delete from storage.objects where bucket_id = ${dstBucketId} and name = ${dstKey}`;
-        const moved = await tx`update storage.objects set bucket_id = ${dstBucketId}, name = ${dstKey}, updated_at = now()
+        const moved =
+          await tx`update storage.objects set bucket_id = ${dstBucketId}, name = ${dstKey}, updated_at = now()
                                where bucket_id = ${srcBucket} and name = ${srcKey} returning id`;
         if (moved.length === 0) throw noSuchKey();
         await this.store.copy(srcBucket, srcKey, dstBucketId, dstKey);
@@ -592,8 +641,10 @@ class Api {
     const caller = await this.caller(req);
     const [bucketId, name] = splitObjectPath(rawPath);
     await this.bucketFor(bucketId);
-    const rows = await this.db.asCaller(caller, (tx) =>
-      tx`delete from storage.objects where bucket_id = ${bucketId} and name = ${name} returning id`);
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) => tx`delete from storage.objects where bucket_id = ${bucketId} and name = ${name} returning id`,
+    );
     if (rows.length === 0) throw noSuchKey();
     await this.store.delete(bucketId, name);
     return json({ message: "Successfully deleted" });
@@ -607,9 +658,12 @@ class Api {
     }
     await this.bucketFor(bucketId);
     const names = (body.prefixes as string[]).map((p) => p.replace(/^\/+/, ""));
-    const rows = await this.db.asCaller(caller, (tx) =>
-      tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${bucketId} and name = any(${names})
-                      returning *`);
+    const rows = await this.db.asCaller(
+      caller,
+      (tx) =>
+        tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${bucketId} and name = any(${names})
+                      returning *`,
+    );
     for (const o of rows) await this.store.delete(bucketId, o.name);
     return json(rows.map((o) => ({ ...fileObjectJson(o), bucket_id: o.bucket_id, owner: o.owner ?? undefined })));
   }
@@ -624,7 +678,9 @@ class Api {
 
   expiresIn(body: Record<string, unknown>): number {
     const v = Number(body.expiresIn);
-    if (!Number.isInteger(v) || v < 1) throw invalidRequest("body must have required property 'expiresIn' (seconds, >= 1)");
+    if (!Number.isInteger(v) || v < 1) {
+      throw invalidRequest("body must have required property 'expiresIn' (seconds, >= 1)");
+    }
     return v;
   }
 
@@ -647,8 +703,11 @@ class Api {
     }
     await this.bucketFor(bucketId);
     const paths = body.paths as string[];
-    const visible = await this.db.asCaller(caller, (tx) =>
-      tx<{ name: string }[]>`select name from storage.objects where bucket_id = ${bucketId} and name = any(${paths})`);
+    const visible = await this.db.asCaller(
+      caller,
+      (tx) =>
+        tx<{ name: string }[]>`select name from storage.objects where bucket_id = ${bucketId} and name = any(${paths})`,
+    );
     const seen = new Set(visible.map((r) => r.name));
     const out = [];
     for (const path of paths) {
@@ -665,10 +724,13 @@ class Api {
   async urlToken(req: Request, bucket: string, name: string): Promise<Claims> {
     const token = new URL(req.url).searchParams.get("token");
     if (!token) throw invalidRequest("querystring must have required property 'token'");
-    const claims = await this.jwt.verify(token, (why) =>
-      why === "expired"
-        ? new StorageFailure(400, "ExpiredToken", "jwt expired")
-        : new StorageFailure(400, "InvalidSignature", "invalid signature"));
+    const claims = await this.jwt.verify(
+      token,
+      (why) =>
+        why === "expired"
+          ? new StorageFailure(400, "ExpiredToken", "jwt expired")
+          : new StorageFailure(400, "InvalidSignature", "invalid signature"),
+    );
     if (claims.url !== `${bucket}/${name}`) throw new StorageFailure(400, "InvalidSignature", "url mismatch");
     return claims;
   }
@@ -690,7 +752,9 @@ class Api {
     const upsert = req.headers.get("x-upsert") === "true";
     // The caller must be allowed to write this object now; the token then stands in for them.
     await this.db.mayInsert(caller, bucketId, name, upsert);
-    if (!upsert && await this.db.objectRow(bucketId, name)) throw new StorageFailure(409, "Duplicate", "The resource already exists");
+    if (!upsert && await this.db.objectRow(bucketId, name)) {
+      throw new StorageFailure(409, "Duplicate", "The resource already exists");
+    }
     const now = Math.floor(Date.now() / 1000);
     const token = await this.jwt.sign({
       owner: caller.userId ?? undefined,

@@ -26,7 +26,9 @@ export class ObjectStore {
   }
 
   static path(bucket: string, key?: string): string {
-    const raw = key === undefined ? `/${uriEncode(bucket, true)}` : `/${uriEncode(bucket, true)}/${uriEncode(key, false)}`;
+    const raw = key === undefined
+      ? `/${uriEncode(bucket, true)}`
+      : `/${uriEncode(bucket, true)}/${uriEncode(key, false)}`;
     return canonicalUri(raw);
   }
 

@@ -55,7 +55,7 @@ export function parseSize(v: unknown): number | null {
 export function checkMimeTypes(v: unknown): string[] | null {
   if (v === null || v === undefined) return null;
   if (!Array.isArray(v) || v.some((t) => typeof t !== "string" || !/^[\w.+-]+\/([\w.+-]+|\*)$/.test(t))) {
-    throw invalidRequest("allowed_mime_types must be a list like [\"image/png\", \"image/*\"]");
+    throw invalidRequest('allowed_mime_types must be a list like ["image/png", "image/*"]');
   }
   return v.length === 0 ? null : v.map((t) => t.toLowerCase());
 }

@@ -1,6 +1,6 @@
 // Resumable uploads at /storage/v1/upload/resumable: the TUS 1.0.0 core
-// protocol with the creation and termination extensions, as Supabase Storage
-// serves it to tus-js-client (metadata keys bucketName, objectName,
+// protocol with the creation, creation-with-upload and termination
+// extensions, as Supabase Storage serves it to tus-js-client (metadata keys bucketName, objectName,
 // contentType, cacheControl, metadata; `x-upsert` on creation).
 //
 // Written here rather than with @tus/server + @tus/s3-store: those bring the
@@ -68,7 +68,9 @@ export function parseUploadMetadata(header: string | null): Map<string, string> 
     let decoded = "";
     if (value) {
       try {
-        decoded = new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(atob(value), (c) => c.charCodeAt(0)));
+        decoded = new TextDecoder("utf-8", { fatal: true }).decode(
+          Uint8Array.from(atob(value), (c) => c.charCodeAt(0)),
+        );
       } catch {
         throw invalidRequest(`Upload-Metadata value of ${key} is not base64 UTF-8`);
       }
@@ -87,7 +89,7 @@ export class ResumableUploads {
       status: 204,
       headers: tusHeaders({
         "tus-version": TUS_VERSION,
-        "tus-extension": "creation,termination",
+        "tus-extension": "creation,creation-with-upload,termination",
         ...(this.config.globalLimit !== null ? { "tus-max-size": String(this.config.globalLimit) } : {}),
       }),
     });
@@ -187,6 +189,11 @@ export class ResumableUploads {
     };
     this.#uploads.set(id, state);
     if (length === 0) await this.#finish(state);
+    // creation-with-upload (Supabase's docs set uploadDataDuringCreation): the POST carries the first chunk.
+    else if (req.headers.get("content-type") === "application/offset+octet-stream") {
+      const appended = await this.#append(req, state);
+      if (appended) return appended;
+    }
     const location = `${new URL(req.url).origin}${this.config.prefix}/${id}`;
     return new Response(null, {
       status: 201,
@@ -207,6 +214,12 @@ export class ResumableUploads {
         headers: tusHeaders({ "upload-offset": String(upload.offset) }),
       });
     }
+    return await this.#append(req, upload) ??
+      new Response(null, { status: 204, headers: tusHeaders({ "upload-offset": String(upload.offset) }) });
+  }
+
+  /** Adds the request's body at the upload's offset; a Response when it was not taken, else null. */
+  async #append(req: Request, upload: UploadState): Promise<Response | null> {
     upload.busy = true;
     try {
       const remaining = upload.length - upload.offset;
@@ -222,7 +235,9 @@ export class ResumableUploads {
       if (chunk.length > 0) {
         const last = upload.offset + chunk.length === upload.length;
         if (!last && chunk.length < MIN_PART_BYTES) {
-          throw invalidRequest(`chunks other than the last must be at least ${MIN_PART_BYTES} bytes (Supabase uses 6 MB)`);
+          throw invalidRequest(
+            `chunks other than the last must be at least ${MIN_PART_BYTES} bytes (Supabase uses 6 MB)`,
+          );
         }
         const etag = await this.config.store.uploadPart(
           upload.bucket,
@@ -236,7 +251,7 @@ export class ResumableUploads {
         upload.touched = Date.now();
       }
       if (upload.offset === upload.length) await this.#finish(upload);
-      return new Response(null, { status: 204, headers: tusHeaders({ "upload-offset": String(upload.offset) }) });
+      return null;
     } finally {
       upload.busy = false;
     }
