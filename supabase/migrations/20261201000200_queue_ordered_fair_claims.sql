@@ -124,21 +124,16 @@ begin
              progress = 0
         from before
        where j.id = before.id and before.status in ('pending', 'retrying')
-      returning j.*, before.status as from_status
+      returning j.*
     ),
     logged as (
       insert into public.job_events (job_id, owner_id, queue, from_status, to_status,
                                      attempt, actor, worker_id, error, run_at)
-      select c.id, c.owner_id, c.queue, c.from_status, 'processing', c.attempts, 'worker',
+      select c.id, c.owner_id, c.queue, b.status, 'processing', c.attempts, 'worker',
              c.worker_id, null, c.run_at
-        from claimed c
+        from claimed c join before b on b.id = c.id
     )
-    select c.id, c.seq, c.queue, c.kind, c.payload, c.priority, c.status, c.attempts,
-           c.max_attempts, c.backoff_base_ms, c.backoff_cap_ms, c.run_at,
-           c.pending_dependencies, c.worker_id, c.lease_token, c.lease_expires_at, c.progress,
-           c.result, c.last_error, c.dedup_key, c.owner_id, c.created_at, c.updated_at,
-           c.started_at, c.completed_at, c.ordering_key, c.fair_position
-      from claimed c
+    select * from claimed c
      order by c.priority desc, c.fair_position, c.run_at, c.seq;
   perform set_config('edgeworks.job_actor', coalesce(v_prev_actor, ''), true),
           set_config('edgeworks.job_events_inline', coalesce(v_prev_inline, ''), true);
