@@ -412,13 +412,37 @@ impl Schema {
         Err(ApiError::unprocessable(message, details))
     }
 
+    /// A query string as the JSON object this schema checks. A parameter
+    /// whose field is an integer, number or boolean becomes one when it
+    /// parses as one; otherwise it stays text, so the 422 names the field
+    /// instead of a parse error hiding which parameter was wrong.
+    pub fn object_from_query(&self, pairs: Vec<(String, String)>) -> Value {
+        let mut map = serde_json::Map::new();
+        for (name, text) in pairs {
+            let kind = self.fields.iter().find(|(n, _)| *n == name).map(|(_, f)| &f.kind);
+            let value = match kind {
+                Some(Kind::Integer { .. }) => text.trim().parse::<i64>().map(Value::from).ok(),
+                Some(Kind::Number { .. }) => text.trim().parse::<f64>().ok().map(Value::from),
+                Some(Kind::Boolean) => text.trim().parse::<bool>().ok().map(Value::from),
+                _ => None,
+            };
+            map.insert(name, value.unwrap_or(Value::String(text)));
+        }
+        Value::Object(map)
+    }
+
+    /// Validates an already parsed value, then deserialises it into `T`.
+    pub fn parse_value<T: DeserializeOwned>(&self, value: Value) -> Result<T, ApiError> {
+        self.validate(&value)?;
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("request body has the wrong shape: {e}")))
+    }
+
     /// Parses a request body, validates it, then deserialises it into `T`.
     /// Bad JSON is a 400 (from [`edgeworks_core::http::parse_json`]); rule failures a 422.
     pub fn parse<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, ApiError> {
         let value: Value = edgeworks_core::http::parse_json(body)?;
-        self.validate(&value)?;
-        serde_json::from_value(value)
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("request body has the wrong shape: {e}")))
+        self.parse_value(value)
     }
 
     fn check(&self, path: &str, value: &Value, out: &mut Errors) {
@@ -477,6 +501,55 @@ impl Errors {
         };
         self.list.push(FieldError { field, code, message });
     }
+}
+
+/// A request type that carries its own schema: the body and query
+/// extractors validate against it before deserialising, so a handler never
+/// sees an unchecked value. Write it with [`input!`](crate::input), which
+/// names each field once for both the struct and the schema.
+pub trait Validate: DeserializeOwned {
+    /// The rules every instance must pass.
+    fn schema() -> Schema;
+    /// Rules across fields (e.g. "one of a or b"), after the schema passed.
+    fn check(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// Declares a request type and its schema together, so a field's name is
+/// written once:
+///
+/// ```
+/// edgeworks_input::input! {
+///     /// What chat-status takes.
+///     pub struct StatusQuery {
+///         pub job_id: Option<String> = edgeworks_input::validate::Field::uuid(),
+///         pub limit: Option<u32> = edgeworks_input::validate::Field::integer().range(1, 100),
+///     }
+/// }
+/// use edgeworks_input::validate::Validate;
+/// let q: StatusQuery = StatusQuery::schema().parse(br#"{"limit": 5}"#).unwrap();
+/// assert_eq!(q.limit, Some(5));
+/// ```
+#[macro_export]
+macro_rules! input {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident {
+        $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty = $rule:expr),* $(,)?
+    } $(check = $check:path)?) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Deserialize)]
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+        impl $crate::validate::Validate for $name {
+            fn schema() -> $crate::validate::Schema {
+                $crate::validate::Schema::object()$(.field(stringify!($field), $rule))*
+            }
+            $(fn check(&self) -> Result<(), ::edgeworks_core::ApiError> {
+                $check(self)
+            })?
+        }
+    };
 }
 
 #[cfg(test)]
@@ -778,4 +851,41 @@ mod tests {
             prop_assert_eq!(chat_schema().validate(&body), Ok(()));
         }
     }
+
+    #[test]
+    fn query_parameters_take_the_type_their_field_declares() {
+        let schema = Schema::object()
+            .field("limit", Field::integer().range(1, 100))
+            .field("session_id", Field::string());
+        let v = schema.object_from_query(vec![("limit".into(), "7".into()), ("session_id".into(), "123".into())]);
+        assert_eq!(v, json!({"limit": 7, "session_id": "123"}));
+        let bad = schema.object_from_query(vec![("limit".into(), "many".into())]);
+        assert_eq!(schema.validate(&bad).unwrap_err().status(), 422);
+    }
+
+    crate::input! {
+        struct OneOf {
+            a: Option<String> = Field::string(),
+            b: Option<String> = Field::string(),
+        } check = one_of_a_or_b
+    }
+
+    fn one_of_a_or_b(v: &OneOf) -> Result<(), ApiError> {
+        if v.a.is_none() && v.b.is_none() {
+            return Err(ApiError::unprocessable("send a or b", json!({})));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_input_type_names_its_fields_once_and_runs_its_cross_field_check() {
+        let schema = OneOf::schema();
+        let parsed: OneOf = schema.parse(br#"{"a": "x"}"#).unwrap();
+        assert_eq!(parsed.a.as_deref(), Some("x"));
+        assert!(parsed.check().is_ok());
+        let neither: OneOf = schema.parse(b"{}").unwrap();
+        assert_eq!(neither.check().unwrap_err().status(), 422);
+        assert_eq!(schema.parse::<OneOf>(br#"{"a": 5}"#).unwrap_err().code(), "validation_failed");
+    }
+
 }
