@@ -398,7 +398,7 @@ class Api {
    * Stores an object: the row as the caller (RLS), the bytes in S3, the row's
    * eTag, all in one transaction, so a refusal or a failed write leaves neither.
    */
-  async store_(
+  async storeObject(
     caller: Caller,
     bucket: BucketRow,
     name: string,
@@ -437,7 +437,7 @@ class Api {
     const ct = req.headers.get("content-type") ?? "";
     if (ct && !/^multipart\/form-data/i.test(ct)) checkMime(bucket, ct);
     const upload = await this.readUpload(req, bucket);
-    const row = await this.store_(caller, bucket, name, upload, upsert, caller.userId);
+    const row = await this.storeObject(caller, bucket, name, upload, upsert, caller.userId);
     return json({ Id: row.id, Key: `${bucketId}/${name}` });
   }
 
@@ -777,7 +777,7 @@ class Api {
     const owner = typeof claims.owner === "string" && UUID.test(claims.owner) ? claims.owner : null;
     // Authorised when the URL was signed; the write itself is the server's.
     const service: Caller = { role: "service_role", claims: { role: "service_role" }, userId: null };
-    const row = await this.store_(service, bucket, name, upload, claims.upsert === true, owner);
+    const row = await this.storeObject(service, bucket, name, upload, claims.upsert === true, owner);
     return json({ Id: row.id, Key: `${bucketId}/${name}` });
   }
 }
