@@ -2,6 +2,14 @@
 // Deno.readFile (never fetch: the edge runtime does not serve the bundle over
 // HTTP) and instantiates it synchronously through wasm-bindgen's initSync.
 
+/**
+ * Bytes backed by a plain ArrayBuffer (what Response bodies and the wasm glue
+ * take). Spelled through `slice`'s return type rather than
+ * `Uint8Array<ArrayBuffer>`: the hosted runtime's Deno 2.1 ships TypeScript
+ * 5.6, where Uint8Array is not generic, and the bundle must type-check there.
+ */
+export type Bytes = ReturnType<Uint8Array["slice"]>;
+
 /** What `wasm-bindgen --target web --experimental-reset-state-function` emits. */
 export interface WasmGlue {
   initSync(module: { module: BufferSource | WebAssembly.Module }): unknown;
@@ -13,13 +21,13 @@ export interface WasmRequest {
   method: string;
   url: string;
   headers: [string, string][];
-  body: Uint8Array<ArrayBuffer> | null;
+  body: Bytes | null;
 }
 
 export interface WasmResponse {
   status: number;
   headers: [string, string][];
-  body: Uint8Array<ArrayBuffer>;
+  body: Bytes;
 }
 
 /** A wasm function instance that can be rebuilt after a trap. */

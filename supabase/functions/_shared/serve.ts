@@ -4,7 +4,7 @@
 // request in flight on that instance is answered with a 500 envelope and the
 // module is re-instantiated, so the next request succeeds.
 
-import { type WasmGlue, type WasmRequest, WasmFunction } from "./loader.ts";
+import { type Bytes, type WasmGlue, type WasmRequest, WasmFunction } from "./loader.ts";
 
 /** Hard cap on what the adapter reads; functions enforce their own lower limit. */
 const DEFAULT_MAX_READ_BYTES = 32 * 1024 * 1024;
@@ -55,7 +55,7 @@ function installTrapListener() {
   });
 }
 
-async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer> | null> {
+async function readBody(req: Request, limit: number): Promise<Bytes | null> {
   if (!req.body) return null;
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > limit) throw new BodyTooLarge();
@@ -134,7 +134,7 @@ export function createHandler(
     if (headerBytes > MAX_HEADER_BYTES) {
       return envelope(431, "headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`, requestId);
     }
-    let body: Uint8Array<ArrayBuffer> | null;
+    let body: Bytes | null;
     try {
       body = await readBody(req, maxRead);
     } catch (e) {
