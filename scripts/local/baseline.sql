@@ -109,6 +109,11 @@ begin
 end
 $$;
 
+-- realtime: the schema Supabase Realtime keeps in every project (messages,
+-- topic(), send(), broadcast_changes()), kept in its own file beside the
+-- local Realtime server that reads it.
+\ir realtime/schema.sql
+
 -- The Supabase CLI's migration history table.
 create schema if not exists supabase_migrations;
 create table if not exists supabase_migrations.schema_migrations (
@@ -122,3 +127,8 @@ insert into auth.users (id, aud, role, email, raw_app_meta_data, email_confirmed
 values ('00000000-0000-4000-8000-000000000001', 'authenticated', 'authenticated',
         'demo@edgeworks.local', '{"provider":"email"}', now())
 on conflict (id) do nothing;
+
+-- storage: the schema Supabase Storage keeps in every project (buckets,
+-- objects, foldername/filename/extension), kept in its own file beside the
+-- local Storage API that reads and writes it.
+\ir storage_api/schema.sql
