@@ -164,6 +164,8 @@ ew_stack_start() { # reset(0/1)
     source scripts/local/s3.sh
     ew_s3_start "$EW_STATE" "$EW_S3_PORT" || return 1
     ew_s3_create_buckets supabase/config.toml || return 1
+    # The Storage API's view of the same buckets (limits, public), in storage.buckets.
+    python3 scripts/local/s3_buckets.py record-sql supabase/config.toml | ew_psql >/dev/null || return 1
     s3_url="http://127.0.0.1:$EW_S3_PORT"
   fi
 
@@ -213,6 +215,7 @@ ew_stack_status() {
       SUPABASE_SERVICE_ROLE_KEY=*) printf '%20s: %s\n' "service_role key" "${line#*=}" ;;
       EDGEWORKS_DEMO_USER_TOKEN=*) printf '%20s: %s\n' "demo user token" "${line#*=}" ;;
       S3_ENDPOINT=*) printf '%20s: %s\n' "S3 endpoint" "${line#*=}" ;;
+      S3_REGION=*) printf '%20s: %s\n' "S3 region" "${line#*=}" ;;
       S3_DIRECT_ENDPOINT=*) printf '%20s: %s\n' "S3 server (direct)" "${line#*=}" ;;
       S3_ACCESS_KEY_ID=*) printf '%20s: %s\n' "S3 access key" "${line#*=}" ;;
       S3_SECRET_ACCESS_KEY=*) printf '%20s: %s\n' "S3 secret key" "${line#*=}" ;;
