@@ -52,6 +52,12 @@ Deno.test("a user uploads, downloads, lists, moves, copies and removes files in 
       assertEquals(await bytesOf(down.data), new Uint8Array(await note.arrayBuffer()));
       assertEquals(down.data?.type, "text/plain");
       assertEquals(await bytesOf((await files.download(`${dir}/data.bin`)).data), raw);
+      // The authenticated download path honours a byte range, as browsers' media elements ask for.
+      const part = await fetch(`${stack.url}/storage/v1/object/authenticated/${bucket}/${dir}/data.bin`, {
+        headers: { authorization: `Bearer ${user.token}`, range: "bytes=10-19" },
+      });
+      assertEquals(part.status, 206);
+      assertEquals(new Uint8Array(await part.arrayBuffer()), raw.slice(10, 20));
 
       const info = await files.info(`${dir}/notes/hello.txt`);
       assertEquals(info.error, null);
