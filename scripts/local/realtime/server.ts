@@ -499,7 +499,7 @@ export function realtimeServer(config: RealtimeConfig) {
       if (!byTable.has(name)) byTable.set(name, []);
       byTable.get(name)!.push(c);
     }
-    for (const [name, list] of byTable) await dispatchTable(name, list);
+    for (const list of byTable.values()) await dispatchTable(list);
   }
 
   async function publishedTables(): Promise<{ all: boolean; tables: Set<string> }> {
@@ -515,7 +515,7 @@ export function realtimeServer(config: RealtimeConfig) {
     s.schema === c.schema && (s.table === undefined || s.table === c.table) &&
     (s.event === "*" || s.event === c.action);
 
-  async function dispatchTable(name: string, changes: Change[]) {
+  async function dispatchTable(changes: Change[]) {
     const [schema, table] = [changes[0].schema, changes[0].table];
     const now = Date.now() / 1000;
     const candidates = [...pgChannels].filter((ch) =>
