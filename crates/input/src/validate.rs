@@ -885,7 +885,9 @@ mod tests {
         assert!(parsed.check().is_ok());
         let neither: OneOf = schema.parse(b"{}").unwrap();
         assert_eq!(neither.check().unwrap_err().status(), 422);
-        assert_eq!(schema.parse::<OneOf>(br#"{"a": 5}"#).unwrap_err().code(), "validation_failed");
+        assert_eq!(
+            schema.parse::<OneOf>(br#"{"a": 5}"#).unwrap_err().code(),
+            "validation_failed"
+        );
     }
-
 }

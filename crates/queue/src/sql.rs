@@ -24,6 +24,10 @@ use edgeworks_db::{Db, DbError};
 pub const SQLSTATE_LEASE_LOST: &str = "EQ409";
 /// SQLSTATE of an unknown job, or one the caller may not see.
 pub const SQLSTATE_JOB_NOT_FOUND: &str = "EQ404";
+/// SQLSTATE `invalid_parameter_value`: an argument the queue's checks refuse.
+pub const SQLSTATE_INVALID_ARGUMENT: &str = "22023";
+/// SQLSTATE `insufficient_privilege`: the key's role may not call the function.
+pub const SQLSTATE_FORBIDDEN: &str = "42501";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueError {
@@ -57,6 +61,7 @@ impl std::fmt::Display for QueueError {
 
 impl std::error::Error for QueueError {}
 
+/// The one mapping from queue errors to HTTP errors, for every function.
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> ApiError {
         match e {
@@ -84,8 +89,8 @@ fn classify(e: DbError, job_id: Option<&str>) -> QueueError {
             SQLSTATE_JOB_NOT_FOUND => QueueError::NotFound { job_id },
             // invalid_parameter_value (our checks), invalid_text_representation
             // (a malformed uuid or number), check_violation.
-            "22023" | "22P02" | "23514" => QueueError::InvalidArgument(message.clone()),
-            "42501" => QueueError::Forbidden,
+            SQLSTATE_INVALID_ARGUMENT | "22P02" | "23514" => QueueError::InvalidArgument(message.clone()),
+            SQLSTATE_FORBIDDEN => QueueError::Forbidden,
             _ => QueueError::Db(e),
         },
         DbError::Api { status: 401 | 403, .. } => QueueError::Forbidden,
@@ -444,6 +449,27 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
             "p_lease_seconds": req.lease_seconds,
         });
         self.call("claim_jobs", &args, None).await
+    }
+
+    /// Claims exactly `job_id` if it is due and of one of `queues`/`kinds`;
+    /// an empty vector means it is not claimable (running, finished, not yet
+    /// due, or of another kind).
+    pub async fn claim_one(
+        &self,
+        job_id: &str,
+        worker: &str,
+        queues: &[&str],
+        kinds: &[&str],
+        lease_seconds: u32,
+    ) -> Result<Vec<ClaimedJob>, QueueError> {
+        let args = json!({
+            "p_job": job_id,
+            "p_worker": worker,
+            "p_queues": queues,
+            "p_kinds": kinds,
+            "p_lease_seconds": lease_seconds,
+        });
+        self.call("claim_job", &args, Some(job_id)).await
     }
 
     /// Marks a held job completed. `QueueError::LeaseLost` means someone else

@@ -1,11 +1,13 @@
-//! JS object <-> core Request/Response.
+//! JS object <-> core Request / runtime Reply.
 
 use edgeworks_core::http::Headers;
-use edgeworks_core::{ApiError, Method, Request, Response};
+use edgeworks_core::{ApiError, Method, Request};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::env::Env;
+use crate::js::{SocketHandle, StreamHandle};
+use crate::reply::{Body, Reply};
 
 fn field(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
@@ -44,19 +46,32 @@ pub fn request_from_js(obj: &JsValue) -> Result<Request, ApiError> {
     })
 }
 
-pub fn response_to_js(resp: &Response) -> JsValue {
+/// `{status, headers, body}`; a streamed body is `body: null` with a
+/// `stream` handle, a WebSocket `socket` with a handle.
+pub fn reply_to_js(reply: Reply) -> JsValue {
     let obj = Object::new();
     let headers = Array::new();
-    for (k, v) in resp.headers.iter() {
+    for (k, v) in reply.headers.iter() {
         let pair = Array::new();
         pair.push(&JsValue::from_str(k));
         pair.push(&JsValue::from_str(v));
         headers.push(&pair);
     }
-    let body = Uint8Array::from(resp.body.as_slice());
-    let _ = Reflect::set(&obj, &"status".into(), &JsValue::from(resp.status));
+    let _ = Reflect::set(&obj, &"status".into(), &JsValue::from(reply.status));
     let _ = Reflect::set(&obj, &"headers".into(), &headers);
-    let _ = Reflect::set(&obj, &"body".into(), &body);
+    match reply.body {
+        Body::Bytes(b) => {
+            let _ = Reflect::set(&obj, &"body".into(), &Uint8Array::from(b.as_slice()));
+        }
+        Body::Stream(s) => {
+            let _ = Reflect::set(&obj, &"body".into(), &JsValue::NULL);
+            let _ = Reflect::set(&obj, &"stream".into(), &StreamHandle::new(s).into());
+        }
+        Body::Socket(session) => {
+            let _ = Reflect::set(&obj, &"body".into(), &JsValue::NULL);
+            let _ = Reflect::set(&obj, &"socket".into(), &SocketHandle::new(session).into());
+        }
+    }
     obj.into()
 }
 

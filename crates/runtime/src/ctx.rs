@@ -1,42 +1,21 @@
-//! What a handler gets besides its request.
+//! What a handler gets besides its request: the environment, the request's
+//! id and function name, the logger, and the host's effects (clock,
+//! randomness, HTTP, timers). Nothing here touches JavaScript, so a test
+//! builds a `Ctx` over a native [`Host`] and runs a handler natively.
 
 use std::rc::Rc;
 
-use edgeworks_core::{Clock, Rng};
-
 use crate::env::Env;
-use crate::fetch::FetchClient;
+use crate::host::{Host, HostClock, HostHttp, HostRng};
 use crate::log::Logger;
 
-/// The host clock (`Date.now()`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsClock;
-
-impl Clock for JsClock {
-    fn now_ms(&self) -> i64 {
-        js_sys::Date::now() as i64
-    }
-}
-
-/// Randomness from the host's CSPRNG (crypto.getRandomValues via getrandom).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsRng;
-
-impl Rng for OsRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        if getrandom::getrandom(buf).is_err() {
-            // Without a CSPRNG nothing that needs one may proceed.
-            panic!("host randomness unavailable");
-        }
-    }
-}
-
 struct Inner {
+    host: Rc<dyn Host>,
     env: Env,
     request_id: String,
     function: String,
     log: Logger,
-    started_ms: f64,
+    started_ms: i64,
 }
 
 /// Cheap to clone; handlers pass it to anything that needs effects.
@@ -44,39 +23,64 @@ struct Inner {
 pub struct Ctx(Rc<Inner>);
 
 impl Ctx {
-    pub(crate) fn new(env: Env, request_id: String, function: String, log: Logger, started_ms: f64) -> Self {
-        Ctx(Rc::new(Inner {
-            env,
-            request_id,
+    /// A context for one request. `LOG_LEVEL=debug` in `env` turns on debug lines.
+    pub fn new(host: Rc<dyn Host>, env: Env, request_id: &str, function: &str) -> Self {
+        let log = Logger::new(
+            host.clone(),
             function,
+            request_id,
+            env.redactor(),
+            env.get("LOG_LEVEL") == Some("debug"),
+        );
+        let started_ms = host.now_ms();
+        Ctx(Rc::new(Inner {
+            host,
+            env,
+            request_id: request_id.to_string(),
+            function: function.to_string(),
             log,
             started_ms,
         }))
     }
 
+    /// The function's environment.
     pub fn env(&self) -> &Env {
         &self.0.env
     }
+    /// This request's id (echoed in `x-request-id` and every log line).
     pub fn request_id(&self) -> &str {
         &self.0.request_id
     }
+    /// The function's name (`EDGEWORKS_FUNCTION`).
     pub fn function(&self) -> &str {
         &self.0.function
     }
+    /// The request's logger.
     pub fn log(&self) -> &Logger {
         &self.0.log
     }
-    pub fn http(&self) -> FetchClient {
-        FetchClient
+    /// The one HTTP client.
+    pub fn http(&self) -> HostHttp {
+        HostHttp(self.0.host.clone())
     }
-    pub fn clock(&self) -> JsClock {
-        JsClock
+    /// The host clock.
+    pub fn clock(&self) -> HostClock {
+        HostClock(self.0.host.clone())
     }
-    pub fn rng(&self) -> OsRng {
-        OsRng
+    /// The host's CSPRNG.
+    pub fn rng(&self) -> HostRng {
+        HostRng(self.0.host.clone())
+    }
+    /// The host itself (for helpers that need several effects).
+    pub fn host(&self) -> Rc<dyn Host> {
+        self.0.host.clone()
+    }
+    /// Resolves after `ms` milliseconds.
+    pub async fn sleep(&self, ms: u32) {
+        self.0.host.sleep(ms).await
     }
     /// Milliseconds since this request arrived.
     pub fn elapsed_ms(&self) -> u64 {
-        (js_sys::Date::now() - self.0.started_ms).max(0.0) as u64
+        (self.0.host.now_ms() - self.0.started_ms).max(0) as u64
     }
 }

@@ -6,18 +6,35 @@ use std::collections::BTreeMap;
 use edgeworks_core::redact::Redactor;
 use edgeworks_core::ApiError;
 
+/// Environment variables; an empty value counts as unset.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    fingerprint: u64,
 }
 
 impl Env {
+    /// An environment of these variables.
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Env {
-            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        let vars: BTreeMap<String, String> = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        // FNV-1a over the sorted pairs: equal environments, equal fingerprints.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in &vars {
+            for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
         }
+        Env { vars, fingerprint: h }
     }
 
+    /// Identifies this set of variables, so what is parsed from it can be
+    /// cached for as long as it is unchanged (the shim hands the same
+    /// environment to every request of an isolate).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A variable, unless unset or empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
@@ -38,15 +55,23 @@ impl Env {
         })
     }
 
+    /// A variable parsed as `T`, or `default` when unset or unparsable.
     pub fn parse_or<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
         self.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
     }
 
+    /// The log redactor for this environment's secrets.
     pub fn redactor(&self) -> Redactor {
         Redactor::from_env(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// Every variable.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A lookup function for parsers that take one (`Settings::from_lookup`).
+    pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |k| self.get(k).map(str::to_string)
     }
 }

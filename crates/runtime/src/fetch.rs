@@ -1,5 +1,7 @@
 //! The one HTTP client: the host's `fetch`, with an AbortController deadline
-//! that covers the whole exchange (headers and body).
+//! that covers the whole exchange (headers and body). Dropping an exchange
+//! before it finished (the client of a stream went away) aborts it, so the
+//! upstream sees the disconnect instead of a request nobody reads.
 
 use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
@@ -79,19 +81,30 @@ impl FetchClient {
 struct Deadline {
     timer: JsValue,
     _abort: Closure<dyn FnMut()>,
+    controller: web_sys::AbortController,
+    finished: bool,
 }
 
 impl Deadline {
     fn arm(controller: web_sys::AbortController, timeout_ms: u32) -> Deadline {
-        let abort = Closure::<dyn FnMut()>::new(move || controller.abort());
+        let on_timeout = controller.clone();
+        let abort = Closure::<dyn FnMut()>::new(move || on_timeout.abort());
         let timer = set_timeout(abort.as_ref().unchecked_ref(), timeout_ms.min(i32::MAX as u32) as i32);
-        Deadline { timer, _abort: abort }
+        Deadline {
+            timer,
+            _abort: abort,
+            controller,
+            finished: false,
+        }
     }
 }
 
 impl Drop for Deadline {
     fn drop(&mut self) {
         clear_timeout(&self.timer);
+        if !self.finished {
+            self.controller.abort();
+        }
     }
 }
 
@@ -99,8 +112,9 @@ impl HttpClient for FetchClient {
     async fn send(&self, req: Request, timeout_ms: u32) -> Result<Response, TransportError> {
         let controller = web_sys::AbortController::new().map_err(|e| TransportError::Network(js_error_text(&e)))?;
         let signal = controller.signal();
-        let timer = Deadline::arm(controller, timeout_ms);
+        let mut timer = Deadline::arm(controller, timeout_ms);
         let result = self.exchange(req, &signal).await;
+        timer.finished = true;
         drop(timer);
         result.map_err(|e| {
             if signal.aborted() {

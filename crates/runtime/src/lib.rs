@@ -1,41 +1,59 @@
 //! edgeworks-runtime: the wasm boundary, and the only crate that touches
 //! wasm-bindgen, js-sys or web-sys.
 //!
-//! It turns the shim's `{method, url, headers, body}` into a core
-//! [`Request`], runs the function's handler with a [`Ctx`] (environment,
-//! clock, randomness, the fetch-based HTTP client, the logger), and turns the
-//! [`Response`] back into `{status, headers, body}`. Function crates export
-//! their handler with [`export_handler!`] and never see a `JsValue`.
+//! It owns the request pipeline ([`serve`]: the shim's `{method, url,
+//! headers, body}` in, CORS, method and body limit, the envelope, one log
+//! line), the handler's context ([`Ctx`]: environment, logger, and the
+//! host's clock, randomness, HTTP and timers behind the [`Host`] trait, so
+//! logic runs natively in tests), replies that are buffered, streamed
+//! ([`sse`]) or WebSocket sessions ([`socket`]), and the raw export macro.
+//! Function crates never see a `JsValue`; they export through
+//! `edgeworks_service::export_handler!`, which builds on [`export_raw!`].
+//!
+//! It must never hold business rules, and nothing outside `js`, `convert`,
+//! `fetch` and `serve` may use JavaScript types.
+#![deny(missing_docs)]
 
 mod convert;
 pub mod ctx;
 pub mod env;
-pub mod fetch;
+mod fetch;
+pub mod host;
+mod js;
 pub mod log;
+pub mod reply;
 mod serve;
+pub mod socket;
+pub mod sse;
 
-pub use ctx::{Ctx, JsClock, OsRng};
+pub use ctx::Ctx;
 pub use edgeworks_core::{ApiError, Method, Request, Response};
 pub use env::Env;
-pub use fetch::{sleep_ms, FetchClient};
+pub use host::{Host, HostClock, HostHttp, HostRng, Level, LocalFuture};
+pub use js::{JsHost, SocketHandle, StreamHandle};
 pub use log::Logger;
+pub use reply::{Body, ByteStream, Reply};
 pub use serve::{serve, Options};
+pub use socket::{Message, WebSocket};
+pub use sse::{sse, Event};
 
 #[doc(hidden)]
 pub use wasm_bindgen;
 #[doc(hidden)]
 pub use wasm_bindgen_futures;
 
-/// Exports `handler` as the wasm function `handle(request, env)` the shim calls.
+/// Exports `handler` as the wasm function `handle(request, env)` the shim
+/// calls, with no extractors: `handler` is
+/// `async fn(Request, Ctx) -> Result<impl Into<Reply>, ApiError>`.
 ///
-/// `export_handler!(handle);` or `export_handler!(handle, Options { .. });`
-/// where `handle` is `async fn(Request, Ctx) -> Result<Response, ApiError>`.
+/// `export_raw!(handle);` or `export_raw!(handle, Options { .. });`.
 #[macro_export]
-macro_rules! export_handler {
-    ($handler:path) => {
-        $crate::export_handler!($handler, $crate::Options::default());
+macro_rules! export_raw {
+    ($handler:expr) => {
+        $crate::export_raw!($handler, $crate::Options::default());
     };
-    ($handler:path, $options:expr) => {
+    ($handler:expr, $options:expr) => {
+        /// The entry point the shim calls.
         #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen, wasm_bindgen_futures = $crate::wasm_bindgen_futures)]
         pub async fn handle(
             request: $crate::wasm_bindgen::JsValue,

@@ -1,23 +1,19 @@
 //! Structured JSON logs, one line per event, always with the request id.
 //! Every line passes through the redactor: secrets from the environment and
-//! anything shaped like a JWT or credential never reach the console.
+//! anything shaped like a JWT or credential never reach the output.
 
 use std::rc::Rc;
 
 use edgeworks_core::redact::Redactor;
+use edgeworks_core::time::format_rfc3339_ms;
 use serde_json::{json, Map, Value};
-use wasm_bindgen::prelude::*;
 
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = console, js_name = log)]
-    fn console_log(s: &str);
-    #[wasm_bindgen(js_namespace = console, js_name = error)]
-    fn console_error(s: &str);
-}
+use crate::host::{Host, Level};
 
+/// The request's logger; writes through the host.
 #[derive(Clone)]
 pub struct Logger {
+    host: Rc<dyn Host>,
     function: Rc<str>,
     request_id: Rc<str>,
     redactor: Rc<Redactor>,
@@ -25,8 +21,10 @@ pub struct Logger {
 }
 
 impl Logger {
-    pub fn new(function: &str, request_id: &str, redactor: Redactor, debug: bool) -> Self {
+    /// A logger for one request.
+    pub fn new(host: Rc<dyn Host>, function: &str, request_id: &str, redactor: Redactor, debug: bool) -> Self {
         Logger {
+            host,
             function: function.into(),
             request_id: request_id.into(),
             redactor: Rc::new(redactor),
@@ -35,10 +33,10 @@ impl Logger {
     }
 
     /// The redacted JSON line for an event (public so tests can check it).
-    pub fn line(&self, level: &str, msg: &str, fields: Value) -> String {
+    pub fn line(&self, level: Level, msg: &str, fields: Value) -> String {
         let mut obj = Map::new();
-        obj.insert("ts".into(), json!(js_sys::Date::new_0().to_iso_string().as_string()));
-        obj.insert("level".into(), json!(level));
+        obj.insert("ts".into(), json!(format_rfc3339_ms(self.host.now_ms())));
+        obj.insert("level".into(), json!(level.as_str()));
         obj.insert("fn".into(), json!(&*self.function));
         obj.insert("request_id".into(), json!(&*self.request_id));
         obj.insert("msg".into(), json!(msg));
@@ -50,18 +48,26 @@ impl Logger {
         self.redactor.redact(&Value::Object(obj).to_string())
     }
 
+    fn write(&self, level: Level, msg: &str, fields: Value) {
+        self.host.write_log(level, &self.line(level, msg, fields));
+    }
+
+    /// Only with `LOG_LEVEL=debug`.
     pub fn debug(&self, msg: &str, fields: Value) {
         if self.debug {
-            console_log(&self.line("debug", msg, fields));
+            self.write(Level::Debug, msg, fields);
         }
     }
+    /// A normal event.
     pub fn info(&self, msg: &str, fields: Value) {
-        console_log(&self.line("info", msg, fields));
+        self.write(Level::Info, msg, fields);
     }
+    /// Something degraded but handled.
     pub fn warn(&self, msg: &str, fields: Value) {
-        console_error(&self.line("warn", msg, fields));
+        self.write(Level::Warn, msg, fields);
     }
+    /// A failure on our side.
     pub fn error(&self, msg: &str, fields: Value) {
-        console_error(&self.line("error", msg, fields));
+        self.write(Level::Error, msg, fields);
     }
 }

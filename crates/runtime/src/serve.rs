@@ -2,17 +2,20 @@
 //! method check, body limit, the handler, the error envelope, one log line.
 
 use std::future::Future;
+use std::rc::Rc;
 
 use edgeworks_core::cors::CorsPolicy;
 use edgeworks_core::ids::uuid_v4;
 use edgeworks_core::request_id::accept_client_id;
-use edgeworks_core::{ApiError, Method, Request, Response};
+use edgeworks_core::{ApiError, Method, Request};
 use serde_json::json;
 use wasm_bindgen::JsValue;
 
-use crate::convert::{env_from_js, request_from_js, response_to_js};
-use crate::ctx::{Ctx, OsRng};
-use crate::log::Logger;
+use crate::convert::{env_from_js, reply_to_js, request_from_js};
+use crate::ctx::Ctx;
+use crate::host::{Host, HostRng};
+use crate::js::JsHost;
+use crate::reply::Reply;
 
 /// Per-function settings of the shared pipeline.
 #[derive(Debug, Clone)]
@@ -32,13 +35,15 @@ impl Default for Options {
     }
 }
 
-pub async fn serve<F, Fut>(js_request: JsValue, js_env: JsValue, options: Options, handler: F) -> JsValue
+/// Runs one request from the shim through the pipeline and `handler`.
+pub async fn serve<F, Fut, R>(js_request: JsValue, js_env: JsValue, options: Options, handler: F) -> JsValue
 where
     F: FnOnce(Request, Ctx) -> Fut,
-    Fut: Future<Output = Result<Response, ApiError>>,
+    Fut: Future<Output = Result<R, ApiError>>,
+    R: Into<Reply>,
 {
     console_error_panic_hook::set_once();
-    let started = js_sys::Date::now();
+    let host: Rc<dyn Host> = Rc::new(JsHost);
     let env = env_from_js(&js_env);
     let function = env.get("EDGEWORKS_FUNCTION").unwrap_or("function").to_string();
     let cors = CorsPolicy::from_env_value(env.get("CORS_ALLOWED_ORIGINS"));
@@ -53,13 +58,9 @@ where
                 .and_then(accept_client_id)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| uuid_v4(&mut OsRng));
-    let log = Logger::new(
-        &function,
-        &request_id,
-        env.redactor(),
-        env.get("LOG_LEVEL") == Some("debug"),
-    );
+        .unwrap_or_else(|| uuid_v4(&mut HostRng(host.clone())));
+    let ctx = Ctx::new(host, env.clone(), &request_id, &function);
+    let log = ctx.log().clone();
     let origin = parsed
         .as_ref()
         .ok()
@@ -71,7 +72,7 @@ where
             let method = req.method.as_str().to_string();
             let path = req.path().to_string();
             let outcome = if req.method == Method::Options {
-                Ok(cors.preflight(origin.as_deref()))
+                Ok(Reply::from(cors.preflight(origin.as_deref())))
             } else if !options.methods.contains(&req.method) {
                 let allowed: Vec<&str> = options.methods.iter().map(|m| m.as_str()).collect();
                 Err(ApiError::method_not_allowed(&allowed))
@@ -80,35 +81,34 @@ where
                 if req.body.len() > limit {
                     Err(ApiError::payload_too_large(limit))
                 } else {
-                    let ctx = Ctx::new(env.clone(), request_id.clone(), function.clone(), log.clone(), started);
-                    handler(req, ctx).await
+                    handler(req, ctx.clone()).await.map(Into::into)
                 }
             };
             (method, path, outcome)
         }
     };
 
-    let mut response = match outcome {
+    let mut reply = match outcome {
         Ok(r) => r,
         Err(e) => {
             if e.status() >= 500 {
                 log.error("request failed", json!({ "code": e.code(), "error": e.message() }));
             }
-            e.into_response(&request_id)
+            Reply::from(e.into_response(&request_id))
         }
     };
-    if response.status != 204 || response.headers.get("access-control-allow-origin").is_none() {
-        cors.apply(origin.as_deref(), &mut response.headers);
+    if reply.status != 204 || reply.headers.get("access-control-allow-origin").is_none() {
+        cors.apply(origin.as_deref(), &mut reply.headers);
     }
-    response.headers.set("x-request-id", request_id.clone());
+    reply.headers.set("x-request-id", request_id.clone());
     log.info(
         "request",
         json!({
             "method": method,
             "path": path,
-            "status": response.status,
-            "ms": (js_sys::Date::now() - started).max(0.0) as u64,
+            "status": reply.status,
+            "ms": ctx.elapsed_ms(),
         }),
     );
-    response_to_js(&response)
+    reply_to_js(reply)
 }

@@ -1,71 +1,76 @@
-//! edgeworks-chat: the chat job queue of seed 000, shared by chat-submit,
-//! chat-process, chat-status and queue-worker.
+//! edgeworks-chat-queue: the chat job queue of seed 000 (chat-submit,
+//! chat-process, chat-status, and its job kind in queue-worker).
 //!
-//! It owns the request shapes, the settings, the mapping of the chat SQL
-//! functions' errors to client errors, and the worker loop body (claim,
-//! build the prompt, call the provider, store or retry). Everything is
-//! generic over the HTTP client, so it runs on fetch in the functions and
-//! against local fake servers in native tests. It never touches js-sys.
+//! It owns the request types, the settings, the handlers and routes of its
+//! functions, the mapping of the chat SQL functions' errors to client
+//! errors, and the chat job kind ([`ChatCompletion`]: build the prompt, call
+//! the provider, store or retry) it registers with the queue's one worker.
+//! Logic is generic over the HTTP client or takes a `Ctx`, so it runs
+//! natively against fake servers in tests. It never touches js-sys, and
+//! never writes queue rows except through the queue's SQL API.
 
+pub mod process;
 pub mod settings;
+pub mod status;
 pub mod submit;
 pub mod worker;
 
 pub use settings::Settings;
+pub use worker::ChatCompletion;
 
 use edgeworks_core::ids::uuid_v4;
 use edgeworks_core::{ApiError, Rng};
 use edgeworks_llm::chat::ChatProvider;
+use edgeworks_runtime::Env;
+use edgeworks_service::FromEnv;
 
-/// What a chat worker needs besides its database and HTTP client: the
-/// settings, the provider (Gemini with a key, the offline provider without),
-/// its id and today's date for the prompt.
-pub struct WorkerSetup {
-    pub settings: Settings,
-    pub provider: ChatProvider,
-    pub worker_id: String,
-    pub today: String,
+impl FromEnv for Settings {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        Settings::from_lookup(env.lookup())
+    }
 }
 
-impl WorkerSetup {
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-        worker_id: String,
-        now_ms: i64,
-    ) -> Result<WorkerSetup, ApiError> {
-        let settings = Settings::from_lookup(&lookup)?;
-        let provider =
-            ChatProvider::from_lookup(&lookup).map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?;
-        let today = edgeworks_core::time::format_rfc3339_ms(now_ms)
-            .get(..10)
-            .unwrap_or("1970-01-01")
-            .to_string();
-        Ok(WorkerSetup {
-            settings,
-            provider,
-            worker_id,
-            today,
+/// What the chat job kind needs besides its database and HTTP client: the
+/// settings, the provider (Gemini with a key, the offline provider without)
+/// and today's date for the prompt. Parsed once per isolate.
+pub struct ChatSetup {
+    /// Deployment settings.
+    pub settings: Settings,
+    /// The provider.
+    pub provider: ChatProvider,
+}
+
+impl FromEnv for ChatSetup {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        Ok(ChatSetup {
+            settings: Settings::from_lookup(env.lookup())?,
+            provider: ChatProvider::from_lookup(env.lookup())
+                .map_err(|e| ApiError::new(500, "misconfigured", e.to_string()))?,
         })
     }
+}
 
-    pub fn worker<'a, C: edgeworks_core::http_client::HttpClient>(
-        &'a self,
-        db: &'a edgeworks_db::Db<C>,
-        http: &'a C,
-    ) -> worker::Worker<'a, C> {
-        worker::Worker {
-            db,
-            http,
-            provider: &self.provider,
-            worker_id: &self.worker_id,
+impl ChatSetup {
+    /// The chat job handler, for a worker's registry.
+    pub fn handler<'a>(&'a self, today: &'a str) -> ChatCompletion<'a> {
+        ChatCompletion {
             settings: &self.settings,
-            today: &self.today,
+            provider: &self.provider,
+            today,
         }
     }
 }
 
+/// `YYYY-MM-DD` of `now_ms`, for the prompt's `{date}`.
+pub fn today(now_ms: i64) -> String {
+    edgeworks_core::time::format_rfc3339_ms(now_ms)
+        .get(..10)
+        .unwrap_or("1970-01-01")
+        .to_string()
+}
+
 /// A worker id for callers that did not name one: `<prefix>-<8 hex>`.
-pub fn worker_id(prefix: &str, rng: &mut impl Rng) -> String {
+pub fn worker_id(prefix: &str, rng: &mut dyn Rng) -> String {
     format!("{prefix}-{}", &uuid_v4(rng)[..8])
 }
 
@@ -74,7 +79,7 @@ pub fn worker_id(prefix: &str, rng: &mut impl Rng) -> String {
 /// heartbeating one `workers` row instead of adding one per call. (An isolate
 /// is one function's instance; a re-instantiated one draws a new id, and the
 /// old row is reaped once it has been silent long enough.)
-pub fn isolate_worker_id(prefix: &str, rng: &mut impl Rng) -> String {
+pub fn isolate_worker_id(prefix: &str, rng: &mut dyn Rng) -> String {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| worker_id(prefix, rng)).clone()
 }

@@ -10,7 +10,76 @@ use edgeworks_input::validate::{Field, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use edgeworks_core::Method;
+use edgeworks_runtime::{Ctx, Env};
+use edgeworks_service::{FromEnv, FromRequest, Json, Parts, Route, ServiceDb, Settings as Loaded, User};
+
 use crate::settings::Settings;
+
+/// POST, signed-in users, 30 burst / one every 2 s.
+pub const ROUTE: Route = Route::new(&[Method::Post]).rate_limit("30/0.5");
+
+/// The built-in denylist plus `CONTENT_DENYLIST=category:term|term;...`.
+pub struct ContentPolicy(pub Denylist);
+
+impl FromEnv for ContentPolicy {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        let mut list = Denylist::default_list();
+        if let Some(extra) = env.get("CONTENT_DENYLIST") {
+            let parsed = Denylist::parse(extra).map_err(|_| {
+                ApiError::new(
+                    500,
+                    "misconfigured",
+                    "CONTENT_DENYLIST is not in the category:term|term;... format",
+                )
+            })?;
+            list.extend(parsed);
+        }
+        Ok(ContentPolicy(list))
+    }
+}
+
+/// The question, validated, cleaned and checked against the denylist.
+pub struct Question(pub SubmitRequest);
+
+impl FromRequest for Question {
+    async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
+        let settings = Loaded::<Settings>::load(parts.ctx.env())?;
+        let policy = Loaded::<ContentPolicy>::load(parts.ctx.env())?;
+        prepare(&parts.req.body, &settings, &policy.0 .0).map(Question)
+    }
+}
+
+/// The handler: one SQL call creates or locks the session, enforces the
+/// question limit, stores the question and enqueues the job.
+pub async fn handle(
+    user: User,
+    settings: Loaded<Settings>,
+    Question(body): Question,
+    db: ServiceDb,
+    ctx: Ctx,
+) -> Result<Json<Value>, ApiError> {
+    let done = submit(&db, &user.id, &body, &settings).await?;
+    let estimate = crate::estimate_duration_ms(
+        done.queue_position,
+        done.avg_processing_ms,
+        done.samples,
+        done.active_workers,
+        settings.prior_duration_ms,
+    );
+    ctx.log().info(
+        "question queued",
+        json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }),
+    );
+    Ok(Json(json!({
+        "job_id": done.job_id,
+        "status": "pending",
+        "estimated_duration_ms": estimate,
+        "queue_position": done.queue_position,
+        "session_id": done.session_id,
+        "questions_remaining": done.max_questions.saturating_sub(done.question_count),
+    })))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SubmitRequest {

@@ -1,4 +1,4 @@
-//! The worker side: claim chat jobs, build each prompt (field system prompt,
+//! The chat job kind, registered with the queue's one worker: build each prompt (field system prompt,
 //! the session's history within a token budget, the question), call the
 //! provider, and either store the answer and complete the job in one SQL
 //! call, or hand the failure back to the queue: retryable provider errors
@@ -7,43 +7,16 @@
 
 use edgeworks_core::http_client::HttpClient;
 use edgeworks_core::ApiError;
-use edgeworks_db::{Db, DbError};
+use edgeworks_db::DbError;
 use edgeworks_llm::chat::ChatProvider;
 use edgeworks_llm::gemini::GeminiClient;
 use edgeworks_llm::prompt::{build_conversation, fill_template, Conversation, Message, Role};
-use edgeworks_queue::{ClaimRequest, ClaimedJob, JobQueue, QueueError};
+use edgeworks_queue::{ClaimedJob, JobContext, JobHandler, JobOutcome, RetryPolicy, SQLSTATE_LEASE_LOST};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::settings::Settings;
 use crate::{KIND, QUEUE};
-
-/// What happened to one claimed job.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobOutcome {
-    Completed {
-        message_id: String,
-    },
-    /// Handed back for another attempt after its backoff.
-    Retrying {
-        error: String,
-    },
-    Failed {
-        error: String,
-    },
-    /// Our lease ended (expired, cancelled): another worker owns the job now.
-    LeaseLost,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BatchReport {
-    pub claimed: u32,
-    pub processed: u32,
-    pub failed: u32,
-    /// Diagnostic lines for the function's log (no secrets: provider errors
-    /// never carry keys).
-    pub events: Vec<Value>,
-}
 
 #[derive(Debug, Deserialize)]
 struct FieldRow {
@@ -77,114 +50,85 @@ struct QuestionRow {
 }
 
 #[derive(Debug, Deserialize)]
-struct JobContext {
+struct ChatContext {
     field: Option<FieldRow>,
     question: QuestionRow,
     #[serde(default)]
     history: Vec<HistoryRow>,
 }
 
-pub struct Worker<'a, C: HttpClient> {
-    pub db: &'a Db<C>,
-    pub http: &'a C,
-    pub provider: &'a ChatProvider,
-    pub worker_id: &'a str,
+/// The chat job kind: answer one question with the configured provider.
+pub struct ChatCompletion<'a> {
+    /// Deployment settings.
     pub settings: &'a Settings,
+    /// Gemini with a key, the offline provider without.
+    pub provider: &'a ChatProvider,
     /// Today's date (YYYY-MM-DD) for the `{date}` placeholder.
     pub today: &'a str,
 }
 
-impl<C: HttpClient> Worker<'_, C> {
-    fn queue(&self) -> JobQueue<'_, C> {
-        JobQueue::new(self.db)
+impl<C: HttpClient> JobHandler<C> for ChatCompletion<'_> {
+    const QUEUE: &'static str = QUEUE;
+    const KIND: &'static str = KIND;
+    /// The question lives in the database (chat_job_context), not the payload.
+    type Input = serde_json::Value;
+
+    async fn run(&self, job: &ClaimedJob, _input: serde_json::Value, cx: &JobContext<'_, C>) -> JobOutcome {
+        self.process(job, cx).await
     }
 
-    /// Claims up to `batch` chat jobs, or exactly `job_id` when given.
-    pub async fn claim(&self, batch: u32, job_id: Option<&str>) -> Result<Vec<ClaimedJob>, ApiError> {
-        match job_id {
-            Some(id) => {
-                // Only a chat job of this queue: any other job named here is left
-                // alone and the caller answers 409.
-                let args = json!({
-                    "p_job": id,
-                    "p_worker": self.worker_id,
-                    "p_queues": [QUEUE],
-                    "p_kinds": [KIND],
-                    "p_lease_seconds": self.settings.lease_seconds,
-                });
-                self.db.rpc("claim_job", &args).await.map_err(ApiError::from)
-            }
-            None => {
-                let req = ClaimRequest::new(self.worker_id, &[QUEUE])
-                    .kinds(&[KIND])
-                    .batch(batch)
-                    .lease_seconds(self.settings.lease_seconds);
-                self.queue().claim(&req).await.map_err(queue_error)
-            }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.settings.max_attempts,
+            backoff: edgeworks_queue::Backoff {
+                base_ms: u64::from(self.settings.retry_base_ms),
+                ..edgeworks_queue::Backoff::DEFAULT
+            },
         }
     }
 
-    /// Claims and processes one batch; one job's failure never stops the rest.
-    /// The batch's jobs run concurrently: each mostly waits on the provider,
-    /// so a batch takes about as long as its slowest job, not their sum.
-    pub async fn run_batch(&self, batch: u32, job_id: Option<&str>) -> Result<BatchReport, ApiError> {
-        let jobs = self.claim(batch, job_id).await?;
-        let outcomes = futures_util::future::join_all(jobs.iter().map(|job| self.process(job))).await;
-        let mut report = BatchReport {
-            claimed: jobs.len() as u32,
-            ..BatchReport::default()
-        };
-        for (job, outcome) in jobs.iter().zip(&outcomes) {
-            match outcome {
-                JobOutcome::Completed { .. } => report.processed += 1,
-                JobOutcome::Failed { .. } => report.failed += 1,
-                JobOutcome::Retrying { .. } | JobOutcome::LeaseLost => {}
-            }
-            report
-                .events
-                .push(json!({ "job_id": job.id, "attempt": job.attempts, "outcome": describe(outcome) }));
-        }
-        Ok(report)
+    /// A job that failed for good is logged to error_logs for operators.
+    async fn on_final_failure(&self, job: &ClaimedJob, reason: &str, cx: &JobContext<'_, C>) {
+        let _ = cx
+            .db
+            .rpc::<Value>(
+                "chat_log_error",
+                &json!({
+                    "p_function": "chat-worker",
+                    "p_code": if job.has_attempts_left() { "job_failed" } else { "attempts_exhausted" },
+                    "p_message": reason,
+                    "p_job": job.id,
+                    "p_details": { "attempts": job.attempts, "worker_id": cx.worker_id },
+                }),
+            )
+            .await;
     }
+}
 
-    /// Whether a chat job is waiting and due now.
-    pub async fn next_job_available(&self) -> Result<bool, ApiError> {
-        let stats = self.queue().stats(QUEUE).await.map_err(queue_error)?;
-        Ok(stats
-            .pending
-            .saturating_sub(stats.blocked)
-            .saturating_sub(stats.delayed)
-            > 0
-            || (stats.retrying > 0 && stats.delayed == 0))
-    }
-
-    pub async fn process(&self, job: &ClaimedJob) -> JobOutcome {
+impl ChatCompletion<'_> {
+    async fn process<C: HttpClient>(&self, job: &ClaimedJob, cx: &JobContext<'_, C>) -> JobOutcome {
         let lease = job.lease();
         let ctx_args = json!({ "p_job": job.id, "p_lease_token": lease.token });
-        let context: JobContext = match self.db.rpc("chat_job_context", &ctx_args).await {
+        let context: ChatContext = match cx.db.rpc("chat_job_context", &ctx_args).await {
             Ok(c) => c,
-            Err(e) if e.code() == Some("EQ409") => return JobOutcome::LeaseLost,
+            Err(e) if e.code() == Some(SQLSTATE_LEASE_LOST) => return JobOutcome::LeaseLost,
             Err(e) => {
-                return self
-                    .give_back(
-                        job,
-                        &format!("could not load the job's context: {}", db_reason(&e)),
-                        true,
-                        None,
-                    )
-                    .await
+                return JobOutcome::Retry {
+                    reason: format!("could not load the job's context: {}", db_reason(&e)),
+                    retry_after_ms: None,
+                }
             }
         };
         let conversation = match self.conversation(&context) {
             Ok(c) => c,
             Err(e) => {
-                return self
-                    .give_back(job, &format!("{}: {}", e.code(), e.message()), false, None)
-                    .await
+                return JobOutcome::Fail {
+                    reason: format!("{}: {}", e.code(), e.message()),
+                }
             }
         };
         let provider = self.provider_for(context.field.as_ref());
-        match provider.complete(self.http, &conversation).await {
+        match provider.complete(cx.http, &conversation).await {
             Ok(done) => {
                 let args = json!({
                     "p_job": job.id,
@@ -197,35 +141,31 @@ impl<C: HttpClient> Worker<'_, C> {
                     "p_total_tokens": done.usage.total_tokens,
                     "p_finish_reason": done.finish_reason.as_str(),
                 });
-                match self.db.rpc::<Value>("chat_complete", &args).await {
-                    Ok(v) => JobOutcome::Completed {
-                        message_id: v
-                            .get("message_id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
+                match cx.db.rpc::<Value>("chat_complete", &args).await {
+                    Ok(_) => JobOutcome::Completed,
+                    Err(e) if e.code() == Some(SQLSTATE_LEASE_LOST) => JobOutcome::LeaseLost,
+                    Err(e) => JobOutcome::Retry {
+                        reason: format!("could not store the answer: {}", db_reason(&e)),
+                        retry_after_ms: None,
                     },
-                    Err(e) if e.code() == Some("EQ409") => JobOutcome::LeaseLost,
-                    Err(e) => {
-                        self.give_back(
-                            job,
-                            &format!("could not store the answer: {}", db_reason(&e)),
-                            true,
-                            None,
-                        )
-                        .await
-                    }
                 }
             }
             Err(e) => {
                 let reason = format!("{}: {}", e.code(), e);
                 let retry_after = e.retry_after_ms().map(|ms| ms.min(i32::MAX as u64) as u32);
-                self.give_back(job, &reason, e.is_retryable(), retry_after).await
+                if e.is_retryable() {
+                    JobOutcome::Retry {
+                        reason,
+                        retry_after_ms: retry_after,
+                    }
+                } else {
+                    JobOutcome::Fail { reason }
+                }
             }
         }
     }
 
-    fn conversation(&self, context: &JobContext) -> Result<Conversation, ApiError> {
+    fn conversation(&self, context: &ChatContext) -> Result<Conversation, ApiError> {
         let field_name = context
             .field
             .as_ref()
@@ -286,73 +226,11 @@ impl<C: HttpClient> Worker<'_, C> {
             (p, _) => p.clone(),
         }
     }
-
-    /// Returns the job to the queue: retried after backoff when `retryable`
-    /// and attempts remain, failed otherwise; the failure is logged to
-    /// error_logs when final.
-    async fn give_back(
-        &self,
-        job: &ClaimedJob,
-        reason: &str,
-        retryable: bool,
-        retry_after_ms: Option<u32>,
-    ) -> JobOutcome {
-        let lease = job.lease();
-        match self.queue().fail(&lease, reason, retryable, retry_after_ms).await {
-            Ok(after) => {
-                if after.status.as_str() == "retrying" {
-                    JobOutcome::Retrying {
-                        error: reason.to_string(),
-                    }
-                } else {
-                    let _ = self
-                        .db
-                        .rpc::<Value>(
-                            "chat_log_error",
-                            &json!({
-                                "p_function": "chat-worker",
-                                "p_code": if retryable { "attempts_exhausted" } else { "job_failed" },
-                                "p_message": reason,
-                                "p_job": job.id,
-                                "p_details": { "attempts": after.attempts, "worker_id": self.worker_id },
-                            }),
-                        )
-                        .await;
-                    JobOutcome::Failed {
-                        error: reason.to_string(),
-                    }
-                }
-            }
-            Err(QueueError::LeaseLost { .. }) => JobOutcome::LeaseLost,
-            // The lease will expire and the job will be requeued: nothing is lost.
-            Err(e) => JobOutcome::Retrying {
-                error: format!("{reason}; the failure could not be recorded ({e}); the lease will expire"),
-            },
-        }
-    }
-}
-
-fn describe(o: &JobOutcome) -> Value {
-    match o {
-        JobOutcome::Completed { message_id } => json!({ "completed": message_id }),
-        JobOutcome::Retrying { error } => json!({ "retrying": error }),
-        JobOutcome::Failed { error } => json!({ "failed": error }),
-        JobOutcome::LeaseLost => json!("lease_lost"),
-    }
 }
 
 fn db_reason(e: &DbError) -> String {
     match e {
         DbError::Transport(t) => format!("database unreachable ({t})"),
         other => other.to_string(),
-    }
-}
-
-fn queue_error(e: QueueError) -> ApiError {
-    match e {
-        QueueError::Forbidden => ApiError::forbidden("forbidden", "not allowed to use the queue"),
-        QueueError::InvalidArgument(m) => ApiError::new(422, "invalid_argument", m),
-        QueueError::Db(d) => ApiError::from(d),
-        other => ApiError::new(409, "queue_conflict", other.to_string()),
     }
 }

@@ -1,0 +1,168 @@
+//! The JavaScript host: `Date.now()`, `crypto.getRandomValues`, the console,
+//! `fetch` and `setTimeout`, plus the handles through which the shim pulls a
+//! streamed body and drives a WebSocket session.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use edgeworks_core::http_client::{HttpClient, TransportError};
+use edgeworks_core::{Request, Response};
+use futures_util::stream::{AbortHandle, Abortable};
+use futures_util::StreamExt;
+use js_sys::{Function, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::fetch::{sleep_ms, FetchClient};
+use crate::host::{Host, Level, LocalFuture};
+use crate::reply::ByteStream;
+use crate::socket::{CloseFrame, Message, Outgoing, SocketFeed, SocketSession, WebSocket};
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn console_log(s: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(s: &str);
+}
+
+/// The host of the wasm build.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsHost;
+
+impl Host for JsHost {
+    fn now_ms(&self) -> i64 {
+        js_sys::Date::now() as i64
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        if getrandom::getrandom(buf).is_err() {
+            // Without a CSPRNG nothing that needs one may proceed.
+            panic!("host randomness unavailable");
+        }
+    }
+
+    fn write_log(&self, level: Level, line: &str) {
+        match level {
+            Level::Debug | Level::Info => console_log(line),
+            Level::Warn | Level::Error => console_error(line),
+        }
+    }
+
+    fn send(&self, req: Request, timeout_ms: u32) -> LocalFuture<'static, Result<Response, TransportError>> {
+        Box::pin(async move { FetchClient.send(req, timeout_ms).await })
+    }
+
+    fn sleep(&self, ms: u32) -> LocalFuture<'static, ()> {
+        Box::pin(sleep_ms(ms))
+    }
+}
+
+/// A streamed body as the shim sees it: `next()` resolves to the next chunk
+/// or `undefined` at the end; `cancel()` (the client went away) drops the
+/// producer at once, even mid-await, which drops (and aborts) any fetch it
+/// was waiting on.
+#[wasm_bindgen]
+pub struct StreamHandle {
+    inner: Rc<RefCell<Option<Abortable<ByteStream>>>>,
+    abort: AbortHandle,
+}
+
+impl StreamHandle {
+    pub(crate) fn new(stream: ByteStream) -> StreamHandle {
+        let (abort, registration) = AbortHandle::new_pair();
+        StreamHandle {
+            inner: Rc::new(RefCell::new(Some(Abortable::new(stream, registration)))),
+            abort,
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl StreamHandle {
+    /// The next chunk (`Uint8Array`) or `undefined` when the stream ended.
+    pub fn next(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            // Taken out while awaited: the stream is polled by one pull at a time.
+            let taken = inner.borrow_mut().take();
+            let Some(mut stream) = taken else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            match stream.next().await {
+                Some(chunk) => {
+                    *inner.borrow_mut() = Some(stream);
+                    Ok(Uint8Array::from(chunk.as_slice()).into())
+                }
+                None => Ok(JsValue::UNDEFINED),
+            }
+        })
+    }
+
+    /// The client went away: stop the producer.
+    pub fn cancel(&self) {
+        self.abort.abort();
+        drop(self.inner.borrow_mut().take());
+    }
+}
+
+/// A WebSocket session as the shim sees it: `start(send, close)` runs it
+/// (the promise settles when the session ends), `message(data)` and
+/// `closed(code, reason)` feed it what arrives.
+#[wasm_bindgen]
+pub struct SocketHandle {
+    session: RefCell<Option<SocketSession>>,
+    feed: RefCell<Option<SocketFeed>>,
+}
+
+impl SocketHandle {
+    pub(crate) fn new(session: SocketSession) -> SocketHandle {
+        SocketHandle {
+            session: RefCell::new(Some(session)),
+            feed: RefCell::new(None),
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl SocketHandle {
+    /// Runs the session; `send(data)` and `close(code, reason)` reach the socket.
+    pub fn start(&self, send: Function, close: Function) -> Promise {
+        let out = Rc::new(move |o: Outgoing| {
+            let _ = match o {
+                Outgoing::Message(Message::Text(s)) => send.call1(&JsValue::NULL, &JsValue::from_str(&s)),
+                Outgoing::Message(Message::Binary(b)) => {
+                    send.call1(&JsValue::NULL, &Uint8Array::from(b.as_slice()).into())
+                }
+                Outgoing::Close(f) => close.call2(&JsValue::NULL, &f.code.into(), &JsValue::from_str(&f.reason)),
+            };
+        });
+        let (ws, feed) = WebSocket::pair(out);
+        *self.feed.borrow_mut() = Some(feed);
+        let session = self.session.borrow_mut().take();
+        future_to_promise(async move {
+            if let Some(session) = session {
+                session(ws).await;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// A frame arrived: a string is text, anything else binary.
+    pub fn message(&self, data: JsValue) {
+        let m = match data.as_string() {
+            Some(s) => Message::Text(s),
+            None => Message::Binary(Uint8Array::new(&data).to_vec()),
+        };
+        if let Some(feed) = self.feed.borrow().as_ref() {
+            feed.push(m);
+        }
+    }
+
+    /// The connection closed.
+    pub fn closed(&self, code: u16, reason: String) {
+        if let Some(feed) = self.feed.borrow().as_ref() {
+            feed.closed(CloseFrame { code, reason });
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A route is declared once: methods, who may call, body limit, rate limit.
+//! The pipeline then runs, in this order: authenticate (unless public),
+//! refuse callers the route does not admit, take a rate-limit token, resolve
+//! the handler's other extractors (body validation among them), call the
+//! handler, and put the rate-limit headers on its reply.
+//!
+//! Authentication comes before validation on purpose: an anonymous caller
+//! of a non-public route gets 401 and learns nothing about the body schema;
+//! a signed-in caller with a bad body gets the detailed 422. The codes stay
+//! distinct (401 `missing_token`/`token_*`, 403 for the wrong kind of
+//! caller, 422 `validation_failed`).
+
+use std::future::Future;
+
+use edgeworks_auth::ratelimit::{env_var_name, Limit};
+use edgeworks_core::{ApiError, Method, Request};
+use edgeworks_runtime::{Ctx, Options, Reply};
+
+use crate::caller::{authenticate, Caller};
+use crate::extract::{FromRequest, IntoReply, Parts};
+use crate::limit::rate_limit;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; no token is read (rate limits key on the client address).
+    Public,
+    /// A signed-in user.
+    User,
+    /// The service role (workers, schedulers).
+    Service,
+    /// A signed-in user or the service role.
+    UserOrService,
+}
+
+impl Access {
+    fn admit(self, caller: &Caller) -> Result<(), ApiError> {
+        match self {
+            Access::Public => Ok(()),
+            Access::User => caller.user_id().map(|_| ()),
+            Access::Service => caller.require_service_role(),
+            Access::UserOrService if caller.principal.is_service_role => Ok(()),
+            Access::UserOrService => caller.user_id().map(|_| ()),
+        }
+    }
+}
+
+/// A function's route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Methods accepted (OPTIONS is always answered for CORS).
+    pub methods: &'static [Method],
+    /// Who may call.
+    pub access: Access,
+    /// `"<capacity>/<refill per second>"`, e.g. `"30/0.5"`;
+    /// `RATE_LIMIT_<FUNCTION>` overrides it. `None`: not limited.
+    pub rate_limit: Option<&'static str>,
+    /// Body limit in bytes; `MAX_BODY_BYTES` overrides it.
+    pub max_body_bytes: usize,
+}
+
+impl Route {
+    /// A route for signed-in users, 1 MiB bodies, no rate limit.
+    pub const fn new(methods: &'static [Method]) -> Route {
+        Route {
+            methods,
+            access: Access::User,
+            rate_limit: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+
+    /// Who may call.
+    pub const fn access(mut self, access: Access) -> Route {
+        self.access = access;
+        self
+    }
+
+    /// The default rate limit, `"<capacity>/<refill per second>"`.
+    pub const fn rate_limit(mut self, spec: &'static str) -> Route {
+        self.rate_limit = Some(spec);
+        self
+    }
+
+    /// The body limit in bytes.
+    pub const fn max_body_bytes(mut self, bytes: usize) -> Route {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// What the runtime's pipeline needs of it.
+    pub fn options(&self) -> Options {
+        Options {
+            methods: self.methods,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// The limit for `function`: the env override, else the declared default.
+    pub fn limit(&self, function: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Limit>, ApiError> {
+        let Some(spec) = self.rate_limit else {
+            return Ok(None);
+        };
+        let misconfigured =
+            |e: edgeworks_auth::ratelimit::LimitConfigError| ApiError::new(500, "misconfigured", e.to_string());
+        let default = Limit::parse(spec, &env_var_name(function)).map_err(misconfigured)?;
+        Limit::for_function(function, lookup, default)
+            .map(Some)
+            .map_err(misconfigured)
+    }
+}
+
+/// A function whose arguments are extractors.
+pub trait Handler<Args> {
+    /// Resolves the arguments from `parts` in order, then calls the function.
+    fn call(self, parts: Parts) -> impl Future<Output = Result<Reply, ApiError>>;
+}
+
+macro_rules! handler_for_arity {
+    ($($arg:ident),*) => {
+        impl<F, Fut, R, $($arg),*> Handler<($($arg,)*)> for F
+        where
+            F: FnOnce($($arg),*) -> Fut,
+            Fut: Future<Output = Result<R, ApiError>>,
+            R: IntoReply,
+            $($arg: FromRequest,)*
+        {
+            #[allow(non_snake_case, unused_variables)]
+            async fn call(self, parts: Parts) -> Result<Reply, ApiError> {
+                $(let $arg = $arg::from_request(&parts).await?;)*
+                Ok(self($($arg),*).await?.into_reply())
+            }
+        }
+    };
+}
+
+handler_for_arity!();
+handler_for_arity!(A);
+handler_for_arity!(A, B);
+handler_for_arity!(A, B, C);
+handler_for_arity!(A, B, C, D);
+handler_for_arity!(A, B, C, D, E);
+handler_for_arity!(A, B, C, D, E, G);
+handler_for_arity!(A, B, C, D, E, G, H);
+
+/// The pipeline after the runtime's (which did CORS, method and body limit).
+pub async fn run<H, Args>(route: Route, handler: H, req: Request, ctx: Ctx) -> Result<Reply, ApiError>
+where
+    H: Handler<Args>,
+{
+    let caller = match route.access {
+        Access::Public => None,
+        access => {
+            let caller = authenticate(&ctx, &req).await?;
+            access.admit(&caller)?;
+            Some(caller)
+        }
+    };
+    let limit = route.limit(ctx.function(), ctx.env().lookup())?;
+    let decision = match limit {
+        Some(limit) => rate_limit(&ctx, &req, caller.as_ref(), ctx.function(), limit, 1).await?,
+        None => None,
+    };
+    let mut reply = handler.call(Parts::new(req, ctx, caller)).await?;
+    if let Some(d) = decision {
+        d.apply(&mut reply.headers);
+    }
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_limit_applies_unless_the_environment_overrides_it() {
+        let route = Route::new(&[Method::Post]).rate_limit("30/0.5");
+        let none = |_: &str| None;
+        let declared = route.limit("chat-submit", none).unwrap().unwrap();
+        assert_eq!((declared.capacity, declared.refill_per_sec), (30, 0.5));
+        let env = |k: &str| (k == "RATE_LIMIT_CHAT_SUBMIT").then(|| "5/1".to_string());
+        assert_eq!(route.limit("chat-submit", env).unwrap().unwrap().capacity, 5);
+        let bad = |k: &str| (k == "RATE_LIMIT_CHAT_SUBMIT").then(|| "lots".to_string());
+        assert_eq!(route.limit("chat-submit", bad).unwrap_err().code(), "misconfigured");
+    }
+
+    #[test]
+    fn a_malformed_declared_limit_is_a_configuration_error() {
+        let route = Route::new(&[Method::Post]).rate_limit("fast");
+        assert_eq!(route.limit("f", |_| None).unwrap_err().status(), 500);
+    }
+}
