@@ -10,6 +10,8 @@ export PATH="$EW_TOOLS/bin:$EW_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 POSTRUST_VERSION=3.1.0
 S3S_FS_VERSION=0.14.1
 DENO_NPM_VERSION=2.9.6
+# The Deno of Supabase's hosted edge runtime (2.1.x); functions run on it locally.
+DENO_EDGE_NPM_VERSION=2.1.4
 SUPABASE_CLI_VERSION=3.1.0
 PG_MAJOR=15
 
@@ -63,6 +65,31 @@ ew_ensure_deno() {
   fi
   export DENO_DIR="${DENO_DIR:-$EW_CACHE/deno}"
   export DENO_NO_UPDATE_CHECK=1
+}
+
+# The edge runtime's Deno, in its own prefix beside today's (npm would otherwise
+# replace one version with the other). Exports EW_DENO_EDGE, the binary's path.
+ew_ensure_deno_edge() {
+  ew_ensure_deno
+  local prefix="$EW_TOOLS/deno-edge"
+  local stamp="$EW_TOOLS/.installed-deno-edge-$DENO_EDGE_NPM_VERSION"
+  if [ ! -f "$stamp" ]; then
+    ew_log "installing deno $DENO_EDGE_NPM_VERSION, the edge runtime's (npm package)"
+    mkdir -p "$prefix"
+    (cd "$prefix" && [ -f package.json ] || echo '{"private":true}' > package.json)
+    (cd "$prefix" && npm install --no-audit --no-fund --loglevel=error --save-exact "deno@$DENO_EDGE_NPM_VERSION" >/dev/null) \
+      || ew_die "npm install deno@$DENO_EDGE_NPM_VERSION failed"
+    local got; got="$("$prefix/node_modules/deno/deno" --version | awk 'NR==1 {print $2}')"
+    [ "$got" = "$DENO_EDGE_NPM_VERSION" ] || ew_die "deno $got installed, $DENO_EDGE_NPM_VERSION pinned"
+    touch "$stamp"
+  fi
+  # The binary itself: this version's .bin/deno is a node wrapper that spawns
+  # it, and a supervisor must hold the process that runs the function.
+  export EW_DENO_EDGE="$prefix/node_modules/deno/deno"
+  # Deno 2.1 trusts only its bundled roots unless told otherwise; adding the
+  # system store lets it reach the npm registry where the machine's own CA
+  # (e.g. a proxy's) is needed, as the current Deno does here without asking.
+  export DENO_TLS_CA_STORE="${DENO_TLS_CA_STORE:-mozilla,system}"
 }
 
 ew_ensure_postgres() {
