@@ -65,7 +65,9 @@ replace(globalThis, "EdgeRuntime", {
       () => pending.delete(p),
       (e) => {
         pending.delete(p);
-        console.error(JSON.stringify({ level: "error", msg: "EdgeRuntime.waitUntil promise rejected", error: String(e) }));
+        console.error(
+          JSON.stringify({ level: "error", msg: "EdgeRuntime.waitUntil promise rejected", error: String(e) }),
+        );
       },
     );
     return p;

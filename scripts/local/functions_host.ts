@@ -193,8 +193,10 @@ export function runtimeError(status: number, code: string, message: string): Res
 
 const WORKER_LIMIT = () =>
   runtimeError(546, "WORKER_LIMIT", "the function's worker was stopped at a resource limit (see the function logs)");
-const BOOT_ERROR = () => runtimeError(503, "BOOT_ERROR", "the function's worker failed to boot (see the function logs)");
-const WORKER_ERROR = () => runtimeError(500, "WORKER_ERROR", "the function's worker exited with an error (see the function logs)");
+const BOOT_ERROR = () =>
+  runtimeError(503, "BOOT_ERROR", "the function's worker failed to boot (see the function logs)");
+const WORKER_ERROR = () =>
+  runtimeError(500, "WORKER_ERROR", "the function's worker exited with an error (see the function logs)");
 const IDLE_TIMEOUT = () =>
   runtimeError(504, "IDLE_TIMEOUT", "the function did not send a response before the request timeout");
 
@@ -343,7 +345,10 @@ export class FunctionsHost {
       if (rq.stopReason) return WORKER_LIMIT();
       if (timedOut) return IDLE_TIMEOUT();
       // A connection cut because the process died: give its exit a moment to be seen.
-      const gone = await Promise.race([w.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 1000))]);
+      const gone = await Promise.race([
+        w.exited.then(() => true),
+        new Promise((r) => setTimeout(() => r(false), 1000)),
+      ]);
       if (gone) return WORKER_ERROR();
       throw e;
     } finally {
@@ -494,7 +499,9 @@ export class FunctionsHost {
   async #boot(spec: FunctionSpec): Promise<Worker> {
     if (this.#stopping) throw new Error("stopping");
     const port = freePort();
-    const token = Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => b.toString(16).padStart(2, "0")).join("");
+    const token = Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => b.toString(16).padStart(2, "0")).join(
+      "",
+    );
     const tmp = await Deno.makeTempDir({ dir: this.#opts.tmpRoot, prefix: `ew-fn-${spec.name}-` });
     const readable = [spec.dir, this.#opts.sharedDir, ...spec.staticFiles];
     const denoDir = this.#opts.env.DENO_DIR;

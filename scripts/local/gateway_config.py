@@ -20,6 +20,11 @@ env = {
     "SUPABASE_ANON_KEY": os.environ["EW_ANON_KEY"],
     "SUPABASE_SERVICE_ROLE_KEY": os.environ["EW_SERVICE_KEY"],
     "SUPABASE_JWT_SECRET": os.environ["EW_SECRET"],
+    "SUPABASE_DB_URL": os.environ["EW_FUNCTIONS_DB_URL"],
+    # The hosted runtime's key maps, {"default": key}. The local gateway knows
+    # no opaque sb_publishable_/sb_secret_ keys, so the JWT keys stand in.
+    "SUPABASE_PUBLISHABLE_KEYS": json.dumps({"default": os.environ["EW_ANON_KEY"]}),
+    "SUPABASE_SECRET_KEYS": json.dumps({"default": os.environ["EW_SERVICE_KEY"]}),
     "ENVIRONMENT": "development",
 }
 s3_env = dict(line.split("=", 1) for line in os.environ.get("EW_S3_ENV", "").splitlines() if "=" in line)
@@ -33,7 +38,13 @@ if dotenv.exists():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             k, v = line.split("=", 1)
-            env[k.strip()] = v.strip().strip('"')
+            k = k.strip()
+            # Supabase reserves the prefix: `supabase secrets set` refuses such a
+            # name, so a secret that works here could never be deployed.
+            if k.startswith("SUPABASE_"):
+                sys.exit(f"{dotenv}: {k}: secret names must not start with SUPABASE_ "
+                         "(the prefix is reserved for what the platform sets); rename it")
+            env[k] = v.strip().strip('"')
 PASS = ("GEMINI_", "OPENAI_", "ANTHROPIC_", "MISTRAL_", "AI_", "RATE_LIMIT_", "CORS_", "MAX_BODY", "LOG_LEVEL", "EDGEWORKS_FN_", "QUEUE_", "CHAT_")
 for k, v in os.environ.items():
     if k.startswith(PASS):
@@ -58,6 +69,7 @@ print(json.dumps({
     } if s3_env.get("S3_DIRECT_ENDPOINT") else None,
     "deno": os.environ["EW_DENO"],
     "functions_root": str(fn_root),
+    "config_toml": str(root / "supabase" / "config.toml"),
     "functions": [{"name": n, "entry": str(fn_root / n / "index.ts")} for n in functions],
     "function_env": env,
     "service_role_key": os.environ["EW_SERVICE_KEY"],
