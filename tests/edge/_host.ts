@@ -7,11 +7,18 @@ const root = new URL("../fixtures/edge/", import.meta.url).pathname;
 /** The Deno functions run on: the edge lane's (scripts/lib/tools.sh exports EW_DENO_EDGE). */
 export function edgeDeno(): string {
   const d = Deno.env.get("EW_DENO_EDGE");
-  if (!d) throw new Error("EW_DENO_EDGE is not set: run through scripts/test, or source scripts/lib/tools.sh and ew_ensure_deno_edge");
+  if (!d) {
+    throw new Error(
+      "EW_DENO_EDGE is not set: run through scripts/test, or source scripts/lib/tools.sh and ew_ensure_deno_edge",
+    );
+  }
   return d;
 }
 
-export async function startHost(limits: Partial<Limits> = {}, env: Record<string, string> = {}): Promise<FunctionsHost> {
+export async function startHost(
+  limits: Partial<Limits> = {},
+  env: Record<string, string> = {},
+): Promise<FunctionsHost> {
   const functions = await readFunctionSpecs(`${root}config.toml`, `${root}functions`);
   return new FunctionsHost({
     deno: edgeDeno(),
