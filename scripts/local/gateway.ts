@@ -5,7 +5,8 @@
 //   /storage/v1/*         -> the Storage REST API and TUS uploads (storage_api/),
 //                            metadata in the storage schema, bytes in the same S3 server
 //   /auth/v1/.well-known/jwks.json -> the local JWKS (HS256 only: no public keys)
-//   /functions/v1/<name>  -> that function, each running as its own Deno process
+//   /functions/v1/<name>  -> that function, each running as its own Deno process under
+//                            the edge runtime's restrictions and limits (functions_host.ts)
 //   /realtime/v1/*        -> Realtime, served here (realtime/server.ts)
 // It logs one line per request (method, path, status, ms) and runs the
 // scheduler that stands in for pg_cron + pg_net.
@@ -24,6 +25,7 @@ import { clientBodyFailed } from "./request_body.ts";
 import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
 import { realtimeServer } from "./realtime/server.ts";
 import { storageApi } from "./storage_api/mod.ts";
+import { FUNCTION_METHODS, FunctionsHost, limitsFromEnv, readFunctionSpecs } from "./functions_host.ts";
 
 interface FunctionSpec {
   name: string;
@@ -40,6 +42,7 @@ interface GatewayConfig {
   s3?: S3ProxyConfig | null;
   deno: string;
   functions_root: string;
+  config_toml: string;
   functions: FunctionSpec[];
   function_env: Record<string, string>;
   service_role_key: string;
@@ -47,8 +50,21 @@ interface GatewayConfig {
 }
 
 const config: GatewayConfig = JSON.parse(await Deno.readTextFile(Deno.env.get("EW_GATEWAY_CONFIG")!));
-const children: Deno.ChildProcess[] = [];
-const routes = new Map<string, string>(); // function name -> base URL
+const functionsHost = new FunctionsHost({
+  deno: config.deno,
+  functions: (await readFunctionSpecs(config.config_toml, config.functions_root))
+    .filter((f) => config.functions.some((c) => c.name === f.name)),
+  sharedDir: `${config.functions_root}/_shared`,
+  // A function process inherits nothing: this is its whole environment.
+  env: {
+    ...config.function_env,
+    DENO_DIR: Deno.env.get("DENO_DIR") ?? "",
+    DENO_NO_UPDATE_CHECK: "1",
+    DENO_TLS_CA_STORE: Deno.env.get("DENO_TLS_CA_STORE") ?? "mozilla,system",
+    NO_COLOR: "1",
+  },
+  limits: limitsFromEnv((k) => Deno.env.get(k)),
+});
 const S3_PREFIX = "/storage/v1/s3";
 const storage = config.s3 ? s3Proxy(config.s3, S3_PREFIX) : null;
 const STORAGE_PREFIX = "/storage/v1";
@@ -87,9 +103,11 @@ function envelope(
 
 /** The gateway's own refusals that apply to every route, or null to go on. */
 function refuseEarly(req: Request, url: URL): Response | null {
-  if (!ALLOWED_METHODS.includes(req.method)) {
-    return envelope(405, "method_not_allowed", `method ${req.method} is not allowed`, { allowed: ALLOWED_METHODS }, {
-      allow: ALLOWED_METHODS.join(", "),
+  // Supabase's functions endpoint takes fewer methods than the other APIs (no HEAD).
+  const allowed = url.pathname.startsWith("/functions/v1/") ? FUNCTION_METHODS : ALLOWED_METHODS;
+  if (!allowed.includes(req.method)) {
+    return envelope(405, "method_not_allowed", `method ${req.method} is not allowed`, { allowed }, {
+      allow: allowed.join(", "),
     });
   }
   const query = url.search.slice(1);
@@ -153,60 +171,16 @@ function postgrestError(status: number, code: string, message: string): Response
   });
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function waitForPort(port: number, what: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      c.close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  throw new Error(`${what} did not start listening on ${port}`);
-}
-
-async function startFunction(spec: FunctionSpec): Promise<void> {
-  const port = freePort();
-  const cmd = new Deno.Command(config.deno, {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--allow-net",
-      "--allow-env",
-      `--allow-read=${config.functions_root}`,
-      spec.entry,
-    ],
-    env: { ...config.function_env, EDGEWORKS_FUNCTION_PORT: String(port) },
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "inherit",
-  });
-  const child = cmd.spawn();
-  children.push(child);
-  await waitForPort(port, `function ${spec.name}`);
-  routes.set(spec.name, `http://127.0.0.1:${port}`);
-  child.status.then((s) => {
-    if (!shuttingDown) {
-      console.error(`function ${spec.name} exited (code ${s.code}); restarting`);
-      routes.delete(spec.name);
-      startFunction(spec).catch((e) => console.error(`restart of ${spec.name} failed: ${e}`));
-    }
-  });
-}
-
 /** Headers through which a client could claim another address; replaced by the socket peer's. */
 const CLIENT_ADDRESS_HEADERS = ["x-forwarded-for", "x-real-ip", "forwarded"];
 
-async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo): Promise<Response> {
+/** Sends the request on to `target` with the gateway's forwarding headers; throws on a network error. */
+async function forward(
+  req: Request,
+  target: string,
+  info: Deno.ServeHandlerInfo,
+  signal?: AbortSignal,
+): Promise<Response> {
   const headers = new Headers(req.headers);
   // The one address the gateway can vouch for is its socket peer; whatever the
   // client wrote in these headers is dropped, so it cannot pick its rate-limit bucket.
@@ -216,21 +190,50 @@ async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo):
   headers.set("x-real-ip", client);
   headers.set("x-forwarded-host", headers.get("host") ?? "");
   headers.set("x-forwarded-proto", "http");
+  // Bodies pass through untouched, so upstreams must not compress them: Deno
+  // 2.1's Deno.serve (the functions') gzips on request, and fetch would hand
+  // back the inflated body under a `content-encoding: gzip` header. The
+  // gateway's own server compresses for the client.
+  headers.set("accept-encoding", "identity");
+  const resp = await fetch(target, {
+    method: req.method,
+    headers,
+    body: req.body,
+    redirect: "manual",
+    signal,
+    // @ts-ignore: Deno needs duplex for streamed request bodies
+    duplex: "half",
+  });
+  return new Response(resp.body, { status: resp.status, headers: resp.headers });
+}
+
+function upstreamFailed(e: unknown): Response {
+  if (clientBodyFailed(e)) {
+    return envelope(400, "body_incomplete", "the request body ended before its Content-Length (or was cut off)");
+  }
+  return envelope(502, "upstream_unavailable", `upstream did not answer: ${(e as Error).message}`);
+}
+
+async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo): Promise<Response> {
   try {
-    const resp = await fetch(target, {
-      method: req.method,
-      headers,
-      body: req.body,
-      redirect: "manual",
-      // @ts-ignore: Deno needs duplex for streamed request bodies
-      duplex: "half",
-    });
-    return new Response(resp.body, { status: resp.status, headers: resp.headers });
+    return await forward(req, target, info);
   } catch (e) {
-    if (clientBodyFailed(e)) {
-      return envelope(400, "body_incomplete", "the request body ended before its Content-Length (or was cut off)");
-    }
-    return envelope(502, "upstream_unavailable", `upstream did not answer: ${(e as Error).message}`);
+    return upstreamFailed(e);
+  }
+}
+
+/** A function's request, run by the supervisor that enforces the hosted limits. */
+async function invokeFunction(
+  req: Request,
+  name: string,
+  rest: string,
+  info: Deno.ServeHandlerInfo,
+): Promise<Response> {
+  try {
+    // As on Supabase, the function sees /<name>/... as its path.
+    return await functionsHost.handle(name, (base, signal) => forward(req, `${base}/${name}${rest}`, info, signal));
+  } catch (e) {
+    return upstreamFailed(e);
   }
 }
 
@@ -260,15 +263,8 @@ function route(req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Re
   }
   const m = path.match(/^\/functions\/v1\/([A-Za-z0-9_-]+)(\/.*)?$/);
   if (m) {
-    const base = routes.get(m[1]);
-    if (!base) {
-      if (config.functions.some((f) => f.name === m[1])) {
-        return envelope(503, "function_starting", `function ${m[1]} is (re)starting`);
-      }
-      return envelope(404, "function_not_found", `no function named ${m[1]}`);
-    }
-    // As on Supabase, the function sees /<name>/... as its path.
-    return proxy(req, `${base}/${m[1]}${m[2] ?? ""}${url.search}`, info);
+    if (!functionsHost.has(m[1])) return envelope(404, "function_not_found", `no function named ${m[1]}`);
+    return invokeFunction(req, m[1], `${m[2] ?? ""}${url.search}`, info);
   }
   return envelope(404, "not_found", `no route for ${path}`);
 }
@@ -278,17 +274,14 @@ function shutdown() {
   if (shuttingDown) return;
   shuttingDown = true;
   realtime?.stop();
-  for (const c of children) {
-    try {
-      c.kill("SIGTERM");
-    } catch { /* already gone */ }
-  }
-  setTimeout(() => Deno.exit(0), 300);
+  functionsHost.stop().finally(() => Deno.exit(0));
+  setTimeout(() => Deno.exit(0), 2000);
 }
 Deno.addSignalListener("SIGINT", shutdown);
 Deno.addSignalListener("SIGTERM", shutdown);
 
-await Promise.all(config.functions.map(startFunction));
+// Every function boots now, as before a first request; later ones boot on demand.
+await functionsHost.start();
 
 Deno.serve({ hostname: "127.0.0.1", port: config.port, onListen() {} }, async (req, info) => {
   const t0 = performance.now();
@@ -301,18 +294,19 @@ Deno.serve({ hostname: "127.0.0.1", port: config.port, onListen() {} }, async (r
 // The scheduler: what pg_cron + pg_net do in production.
 for (const job of config.cron ?? []) {
   setInterval(async () => {
-    const base = routes.get(job.function);
-    if (!base) return;
+    if (!functionsHost.has(job.function)) return;
     try {
-      const r = await fetch(`${base}/${job.function}`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          authorization: `Bearer ${config.service_role_key}`,
-          "x-request-id": `cron-${job.function}-${Date.now()}`,
-        },
-        body: JSON.stringify(job.body ?? {}),
-      });
+      const r = await functionsHost.handle(job.function, (base, signal) =>
+        fetch(`${base}/${job.function}`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            authorization: `Bearer ${config.service_role_key}`,
+            "x-request-id": `cron-${job.function}-${Date.now()}`,
+          },
+          body: JSON.stringify(job.body ?? {}),
+          signal,
+        }));
       await r.body?.cancel();
       if (!r.ok) console.error(`cron ${job.function}: ${r.status}`);
     } catch (e) {

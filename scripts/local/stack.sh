@@ -171,9 +171,16 @@ ew_stack_start() { # reset(0/1)
 
   # What every function sees: the Supabase variables, then supabase/functions/.env,
   # then AI/S3/limit settings passed through from this shell.
-  local deno_bin; deno_bin="$(command -v deno)"
+  # Functions run on the hosted runtime's Deno unless EDGEWORKS_FUNCTIONS_DENO=current.
+  local deno_bin
+  case "${EDGEWORKS_FUNCTIONS_DENO:-edge}" in
+    edge) ew_ensure_deno_edge; deno_bin="$EW_DENO_EDGE" ;;
+    current) deno_bin="$(command -v deno)" ;;
+    *) ew_log "EDGEWORKS_FUNCTIONS_DENO must be edge or current"; return 1 ;;
+  esac
   EDGEWORKS_REST_PORT="$EW_REST_PORT" EW_API_URL="http://127.0.0.1:$EW_API_PORT" EW_SECRET="$secret" EW_ANON_KEY="$EW_ANON_KEY" \
   EW_SERVICE_KEY="$EW_SERVICE_KEY" EW_DENO="$deno_bin" \
+  EW_FUNCTIONS_DB_URL="postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres" \
   EW_S3_ENV="$( [ -n "$s3_url" ] && ew_s3_env "http://127.0.0.1:$EW_API_PORT" || true)" \
     python3 scripts/local/gateway_config.py > "$EW_RUN/gateway.json.tmp" || return 1
   # It holds the service-role key, the JWT secret and the S3 secret.
@@ -183,7 +190,8 @@ ew_stack_start() { # reset(0/1)
   # and checks RLS per subscriber as the database owner.
   ew_spawn gateway "$EW_LOGS/gateway.log" env EW_GATEWAY_CONFIG="$EW_RUN/gateway.json" \
     EW_DB_URL="postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres" \
-    deno run --quiet --no-prompt --allow-net --allow-read --allow-env --allow-run --allow-sys scripts/local/gateway.ts
+    deno run --quiet --no-prompt --allow-net --allow-read --allow-env --allow-run --allow-sys \
+    --allow-write="${TMPDIR:-/tmp}" scripts/local/gateway.ts
   ew_wait_port "$EW_API_PORT" gateway 600 || return 1
 
   cat > "$EW_STATE/env" <<ENV
