@@ -10,6 +10,7 @@ import {
   realtimeTest,
   scratchTable,
   sleep,
+  stack,
   subscribed,
   tableName,
   waitFor,
@@ -170,6 +171,38 @@ Deno.test({
     } finally {
       await closeAll(c);
       await drop();
+      await sql.end({ timeout: 5 });
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres_changes: a table without a primary key sends its changes to the service role only",
+  ...realtimeTest,
+  async fn() {
+    const sql = connectDb();
+    const table = tableName("rt_nopk");
+    await sql.unsafe(`create table public.${table} (body text);
+      grant select on public.${table} to authenticated;
+      alter publication supabase_realtime add table public.${table};`);
+    const service = await client(stack.serviceKey);
+    const user = await client(await userToken(crypto.randomUUID()));
+    try {
+      const got: Record<string, unknown[]> = { service: [], user: [] };
+      for (const [who, c] of [["service", service], ["user", user]] as const) {
+        await subscribed(
+          c.channel(`nopk-${who}`).on("postgres_changes", { event: "INSERT", schema: "public", table }, (p: any) => {
+            got[who].push(p.new.body);
+          }),
+        );
+      }
+      await sql`insert into ${sql(table)} (body) values ('x')`;
+      assert(await waitFor(() => got.service.length === 1), JSON.stringify(got));
+      await sleep(300);
+      assertEquals(got, { service: ["x"], user: [] });
+    } finally {
+      await closeAll(service, user);
+      await sql.unsafe(`drop table if exists public.${table}`);
       await sql.end({ timeout: 5 });
     }
   },

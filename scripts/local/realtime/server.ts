@@ -547,6 +547,14 @@ export function realtimeServer(config: RealtimeConfig) {
         checked.push({ key: Object.fromEntries(pk.map((k) => [k, c.record![k]])), change: i });
       }
     });
+    // Without a primary key no row can be looked up again: only the service
+    // role, which bypasses RLS, gets such a table's changes.
+    if (pk.length === 0) {
+      for (const ident of identities.values()) {
+        if (ident.role !== "service_role") continue;
+        changes.forEach((c, i) => c.action !== "DELETE" && visible.add(`${ident.index}:${i}`));
+      }
+    }
     if (checked.length > 0) {
       const rows = await sql`select subscriber, key_index from realtime.local_visible_rows(
         ${regclass}::regclass, ${pk}::text[], ${sql.json(checked.map((x) => x.key) as any)},
