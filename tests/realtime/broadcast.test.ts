@@ -176,3 +176,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "broadcast: on a private channel only callers whose policies allow INSERT on realtime.messages may send",
+  ...realtimeTest,
+  async fn() {
+    const sql = connectDb();
+    const t = topic("readonly");
+    const reader = crypto.randomUUID();
+    const policy = `rt_test_${crypto.randomUUID().replace(/-/g, "").slice(0, 10)}`;
+    // The reader may read the topic (join) but has no INSERT policy (cannot write).
+    await sql.unsafe(`create policy ${policy} on realtime.messages for select to authenticated
+      using (realtime.topic() = '${t}' and auth.uid() = '${reader}')`);
+    const readerToken = await userToken(reader);
+    const c = await client(readerToken);
+    const listener = await client(stack.serviceKey);
+    try {
+      const got: unknown[] = [];
+      await subscribed(
+        listener.channel(t, { config: { private: true } }).on("broadcast", { event: "m" }, (m) => got.push(m.payload)),
+      );
+      const ch = c.channel(t, { config: { private: true, broadcast: { ack: true } } });
+      await subscribed(ch);
+      assertEquals(await ch.send({ type: "broadcast", event: "m", payload: { from: "reader" } }), "error");
+      const post = (token: string, from: string) =>
+        fetch(`${stack.url}/realtime/v1/api/broadcast`, {
+          method: "POST",
+          headers: { apikey: stack.anonKey, authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ messages: [{ topic: t, event: "m", payload: { from }, private: true }] }),
+        }).then(async (r) => {
+          await r.body?.cancel();
+          return r.status;
+        });
+      assertEquals(await post(readerToken, "reader via REST"), 202); // accepted, and dropped, as Supabase does
+      assertEquals(await post(stack.serviceKey, "service via REST"), 202);
+      assert(await waitFor(() => got.length >= 1), JSON.stringify(got));
+      await sleep(300);
+      assertEquals(got, [{ from: "service via REST" }]);
+    } finally {
+      await closeAll(c, listener);
+      await sql.unsafe(`drop policy if exists ${policy} on realtime.messages`);
+      await sql.end({ timeout: 5 });
+    }
+  },
+});
