@@ -30,6 +30,16 @@ function isTrap(e: unknown): boolean {
     (e instanceof Error && /unreachable|RuntimeError/.test(`${e.name} ${e.message}`));
 }
 
+/**
+ * A trapped instance's pending callbacks (a sleep's timer, a fetch still on the
+ * wire) fire after the reset and reach the old instance's wasm-bindgen closures,
+ * which refuse with this error. Their requests were already answered 500; left
+ * unclaimed, the error would end the isolate and every request on it.
+ */
+function isStaleInstanceCallback(e: unknown): boolean {
+  return e instanceof Error && e.message.includes("closure from previous WASM instance");
+}
+
 class BodyTooLarge extends Error {}
 
 // wasm-bindgen polls an async export's future from a microtask, so a panic
@@ -44,11 +54,13 @@ function installTrapListener() {
   if (globalListenerInstalled) return;
   globalListenerInstalled = true;
   globalThis.addEventListener("error", (event: ErrorEvent) => {
+    if (isStaleInstanceCallback(event.error)) return event.preventDefault();
     if (!isTrap(event.error)) return;
     event.preventDefault();
     for (const listener of trapListeners) listener(event.error);
   });
   globalThis.addEventListener("unhandledrejection", (event: PromiseRejectionEvent) => {
+    if (isStaleInstanceCallback(event.reason)) return event.preventDefault();
     if (!isTrap(event.reason)) return;
     event.preventDefault();
     for (const listener of trapListeners) listener(event.reason);
