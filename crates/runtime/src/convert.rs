@@ -6,6 +6,7 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::env::Env;
+#[cfg(feature = "streams")]
 use crate::js::{SocketHandle, StreamHandle};
 use crate::reply::{Body, Reply};
 
@@ -63,13 +64,27 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
         Body::Bytes(b) => {
             let _ = Reflect::set(&obj, &"body".into(), &Uint8Array::from(b.as_slice()));
         }
+        #[cfg(feature = "streams")]
         Body::Stream(s) => {
             let _ = Reflect::set(&obj, &"body".into(), &JsValue::NULL);
             let _ = Reflect::set(&obj, &"stream".into(), &StreamHandle::new(s).into());
         }
+        #[cfg(feature = "streams")]
         Body::Socket(session) => {
             let _ = Reflect::set(&obj, &"body".into(), &JsValue::NULL);
             let _ = Reflect::set(&obj, &"socket".into(), &SocketHandle::new(session).into());
+        }
+        // Without the feature the handles are not linked (they are wasm
+        // exports, so every function would carry them): a function that
+        // streams enables `streams` on edgeworks-runtime.
+        #[cfg(not(feature = "streams"))]
+        Body::Stream(_) | Body::Socket(_) => {
+            let _ = Reflect::set(&obj, &"status".into(), &JsValue::from(500));
+            let _ = Reflect::set(
+                &obj,
+                &"body".into(),
+                &Uint8Array::from(&br#"{"success":false,"error":{"code":"misconfigured","message":"this function was built without the streams feature"}}"#[..]),
+            );
         }
     }
     obj.into()

@@ -21,12 +21,39 @@ extern "C" {
     fn clear_timeout(id: &JsValue);
 }
 
-/// Resolves after `ms` milliseconds (for backoff and polling).
-pub async fn sleep_ms(ms: u32) {
+/// Resolves after `ms` milliseconds (for backoff, polling, keep-alives).
+/// Dropped early (a stream ended, a select picked the other side), it clears
+/// its timer, so an idle keep-alive leaves nothing scheduled behind it.
+pub fn sleep_ms(ms: u32) -> Sleep {
+    let mut timer = JsValue::UNDEFINED;
     let p = Promise::new(&mut |resolve, _| {
-        set_timeout(&resolve, ms.min(i32::MAX as u32) as i32);
+        timer = set_timeout(&resolve, ms.min(i32::MAX as u32) as i32);
     });
-    let _ = JsFuture::from(p).await;
+    Sleep {
+        timer,
+        fut: JsFuture::from(p),
+    }
+}
+
+/// The future of [`sleep_ms`].
+pub struct Sleep {
+    timer: JsValue,
+    fut: JsFuture,
+}
+
+impl std::future::Future for Sleep {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.fut).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        // Harmless after it fired; before, the promise never settles and is
+        // collected with the future.
+        clear_timeout(&self.timer);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

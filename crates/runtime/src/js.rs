@@ -2,20 +2,28 @@
 //! `fetch` and `setTimeout`, plus the handles through which the shim pulls a
 //! streamed body and drives a WebSocket session.
 
+#[cfg(feature = "streams")]
 use std::cell::RefCell;
+#[cfg(feature = "streams")]
 use std::rc::Rc;
 
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Request, Response};
+#[cfg(feature = "streams")]
 use futures_util::stream::{AbortHandle, Abortable};
+#[cfg(feature = "streams")]
 use futures_util::StreamExt;
+#[cfg(feature = "streams")]
 use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
+#[cfg(feature = "streams")]
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::fetch::{sleep_ms, FetchClient};
 use crate::host::{Host, Level, LocalFuture};
+#[cfg(feature = "streams")]
 use crate::reply::ByteStream;
+#[cfg(feature = "streams")]
 use crate::socket::{CloseFrame, Message, Outgoing, SocketFeed, SocketSession, WebSocket};
 
 #[wasm_bindgen]
@@ -58,6 +66,7 @@ impl Host for JsHost {
     }
 }
 
+#[cfg(feature = "streams")]
 /// A streamed body as the shim sees it: `next()` resolves to the next chunk
 /// or `undefined` at the end; `cancel()` (the client went away) drops the
 /// producer at once, even mid-await, which drops (and aborts) any fetch it
@@ -68,6 +77,7 @@ pub struct StreamHandle {
     abort: AbortHandle,
 }
 
+#[cfg(feature = "streams")]
 impl StreamHandle {
     pub(crate) fn new(stream: ByteStream) -> StreamHandle {
         let (abort, registration) = AbortHandle::new_pair();
@@ -78,6 +88,7 @@ impl StreamHandle {
     }
 }
 
+#[cfg(feature = "streams")]
 #[wasm_bindgen]
 impl StreamHandle {
     /// The next chunk (`Uint8Array`) or `undefined` when the stream ended.
@@ -106,6 +117,7 @@ impl StreamHandle {
     }
 }
 
+#[cfg(feature = "streams")]
 /// A WebSocket session as the shim sees it: `start(send, close)` runs it
 /// (the promise settles when the session ends), `message(data)` and
 /// `closed(code, reason)` feed it what arrives.
@@ -115,6 +127,7 @@ pub struct SocketHandle {
     feed: RefCell<Option<SocketFeed>>,
 }
 
+#[cfg(feature = "streams")]
 impl SocketHandle {
     pub(crate) fn new(session: SocketSession) -> SocketHandle {
         SocketHandle {
@@ -124,6 +137,7 @@ impl SocketHandle {
     }
 }
 
+#[cfg(feature = "streams")]
 #[wasm_bindgen]
 impl SocketHandle {
     /// Runs the session; `send(data)` and `close(code, reason)` reach the socket.

@@ -30,7 +30,9 @@ pub use ctx::Ctx;
 pub use edgeworks_core::{ApiError, Method, Request, Response};
 pub use env::Env;
 pub use host::{Host, HostClock, HostHttp, HostRng, Level, LocalFuture};
-pub use js::{JsHost, SocketHandle, StreamHandle};
+pub use js::JsHost;
+#[cfg(feature = "streams")]
+pub use js::{SocketHandle, StreamHandle};
 pub use log::Logger;
 pub use reply::{Body, ByteStream, Reply};
 pub use serve::{serve, Options};

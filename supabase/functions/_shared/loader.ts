@@ -27,7 +27,27 @@ export interface WasmRequest {
 export interface WasmResponse {
   status: number;
   headers: [string, string][];
-  body: Bytes;
+  /** null when the body is streamed or the request upgraded. */
+  body: Bytes | null;
+  /** A body produced by Rust chunk by chunk. */
+  stream?: WasmStream;
+  /** A WebSocket session (status 101). */
+  socket?: WasmSocket;
+}
+
+/** A streamed body: pull with next() until undefined; cancel() stops the producer. */
+export interface WasmStream {
+  next(): Promise<Bytes | undefined>;
+  cancel(): void;
+  free(): void;
+}
+
+/** A WebSocket session run by Rust. */
+export interface WasmSocket {
+  start(send: (data: string | Bytes) => void, close: (code: number, reason: string) => void): Promise<void>;
+  message(data: string | Bytes): void;
+  closed(code: number, reason: string): void;
+  free(): void;
 }
 
 /** A wasm function instance that can be rebuilt after a trap. */

@@ -3,8 +3,132 @@
 // answer back into a Response. If the wasm traps (a Rust panic aborts), every
 // request in flight on that instance is answered with a 500 envelope and the
 // module is re-instantiated, so the next request succeeds.
+//
+// A reply may also be a stream Rust produces (the adapter hands Deno a
+// ReadableStream that pulls from it; the client going away cancels the Rust
+// producer) or a WebSocket session (the adapter upgrades with
+// Deno.upgradeWebSocket and relays frames both ways). A trap mid-stream ends
+// an event stream with an `error` event and closes a socket with 1011.
 
-import { type Bytes, type WasmGlue, type WasmRequest, WasmFunction } from "./loader.ts";
+import { type Bytes, type WasmGlue, type WasmRequest, type WasmResponse, WasmFunction } from "./loader.ts";
+
+/** Supabase's edge runtime keeps an isolate alive while these promises run. */
+declare const EdgeRuntime: { waitUntil(p: Promise<unknown>): void } | undefined;
+
+const encoder = new TextEncoder();
+
+/** The SSE frame a stream ends with when the instance trapped under it. */
+function crashEvent(requestId: string): Uint8Array {
+  const data = JSON.stringify({ code: "function_crashed", message: "the function crashed while streaming", request_id: requestId });
+  return encoder.encode(`event: error\ndata: ${data}\n\n`);
+}
+
+/** A ReadableStream over Rust's stream. A trap (via `register`) closes it, after an SSE error event. */
+function streamBody(
+  out: WasmResponse & { stream: NonNullable<WasmResponse["stream"]> },
+  register: (onTrap: () => void) => () => void,
+  requestId: string,
+): ReadableStream<Uint8Array> {
+  const handle = out.stream;
+  const isSse = out.headers.some(([k, v]) => k.toLowerCase() === "content-type" && v.startsWith("text/event-stream"));
+  let done = false;
+  let unregister = () => {};
+  const finish = () => {
+    if (done) return;
+    done = true;
+    unregister();
+    handle.free();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      unregister = register(() => {
+        // The instance is gone: its handle must not be touched again.
+        done = true;
+        unregister();
+        try {
+          if (isSse) controller.enqueue(crashEvent(requestId));
+          controller.close();
+        } catch { /* already closed */ }
+      });
+    },
+    async pull(controller) {
+      if (done) return;
+      const chunk = await handle.next();
+      if (done) return;
+      if (chunk === undefined) {
+        finish();
+        controller.close();
+      } else {
+        controller.enqueue(chunk);
+      }
+    },
+    cancel() {
+      // The client went away: Rust drops the producer and any fetch it awaits.
+      if (done) return;
+      handle.cancel();
+      finish();
+    },
+  });
+}
+
+/** Upgrades `req` and relays frames between the client and Rust's session. */
+function upgradeSocket(
+  req: Request,
+  out: WasmResponse & { socket: NonNullable<WasmResponse["socket"]> },
+  register: (onTrap: () => void) => () => void,
+): Response {
+  const protocol = out.headers.find(([k]) => k.toLowerCase() === "sec-websocket-protocol")?.[1];
+  const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+  socket.binaryType = "arraybuffer";
+  const handle = out.socket;
+  let alive = true;
+  const ended = Promise.withResolvers<void>();
+  const unregister = register(() => {
+    alive = false;
+    try {
+      socket.close(1011, "function_crashed");
+    } catch { /* already closed */ }
+    ended.resolve();
+  });
+  const finish = () => {
+    if (!alive) return;
+    alive = false;
+    unregister();
+    handle.free();
+    ended.resolve();
+  };
+  socket.onopen = () => {
+    if (!alive) return;
+    const send = (data: string | Bytes) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(data);
+    };
+    const close = (code: number, reason: string) => {
+      if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+    };
+    // A trap never settles this promise; the trap listener ends the socket instead.
+    handle.start(send, close).then(() => {
+      if (!alive) return;
+      if (socket.readyState === WebSocket.OPEN) socket.close(1000, "");
+      finish();
+    }, () => {});
+  };
+  socket.onmessage = (e) => {
+    if (alive) handle.message(typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer));
+  };
+  socket.onclose = (e) => {
+    if (alive) handle.closed(e.code, e.reason);
+  };
+  // On the hosted runtime a socket lives only while a waitUntil promise is open.
+  if (typeof EdgeRuntime !== "undefined") EdgeRuntime.waitUntil(ended.promise);
+  // Deno 2.1 (the hosted runtime's) makes the 101's headers immutable; the
+  // request id and CORS headers are a courtesy there, not a requirement.
+  try {
+    for (const [k, v] of out.headers) {
+      if (k.toLowerCase() !== "sec-websocket-protocol") response.headers.set(k, v);
+    }
+  } catch { /* immutable on this Deno */ }
+  return response;
+}
 
 /** Hard cap on what the adapter reads; functions enforce their own lower limit. */
 const DEFAULT_MAX_READ_BYTES = 32 * 1024 * 1024;
@@ -170,8 +294,25 @@ export function createHandler(
     const aborted = Promise.withResolvers<never>();
     aborted.promise.catch(() => {});
     myInFlight.add(aborted.reject);
+    // Streams and sockets outlive the call: they join the in-flight set
+    // for as long as they run, so a trap reaches them too.
+    const register = (onTrap: () => void) => {
+      const listener = () => onTrap();
+      const set = inFlight;
+      if (myGeneration !== generation) {
+        queueMicrotask(onTrap);
+        return () => {};
+      }
+      set.add(listener);
+      return () => set.delete(listener);
+    };
     try {
       const out = await Promise.race([fn.handle(wasmRequest, cachedEnv), aborted.promise]);
+      if (out.socket) return upgradeSocket(req, out as typeof out & { socket: NonNullable<typeof out.socket> }, register);
+      if (out.stream) {
+        const body = streamBody(out as typeof out & { stream: NonNullable<typeof out.stream> }, register, requestId);
+        return new Response(req.method === "HEAD" ? null : body, { status: out.status, headers: out.headers });
+      }
       const noBody = out.status === 204 || out.status === 304 || req.method === "HEAD";
       return new Response(noBody ? null : out.body, { status: out.status, headers: out.headers });
     } catch (e) {
