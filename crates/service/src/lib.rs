@@ -51,7 +51,7 @@ pub mod prelude {
 macro_rules! export_handler {
     ($handler:path, $route:expr) => {
         $crate::runtime::export_raw!(
-            |req, ctx| $crate::run($route, $handler, req, ctx),
+            |req, ctx| $crate::run::<{ !$crate::Route::is_public(&$route) }, _, _>($route, $handler, req, ctx),
             $route.options()
         );
     };

@@ -88,6 +88,12 @@ impl Route {
         self
     }
 
+    /// Whether the route reads no token (a const, so a public function's
+    /// wasm does not carry JWT verification).
+    pub const fn is_public(&self) -> bool {
+        matches!(self.access, Access::Public)
+    }
+
     /// What the runtime's pipeline needs of it.
     pub fn options(&self) -> Options {
         Options {
@@ -144,17 +150,23 @@ handler_for_arity!(A, B, C, D, E, G);
 handler_for_arity!(A, B, C, D, E, G, H);
 
 /// The pipeline after the runtime's (which did CORS, method and body limit).
-pub async fn run<H, Args>(route: Route, handler: H, req: Request, ctx: Ctx) -> Result<Reply, ApiError>
+/// `AUTHENTICATE` is `!route.is_public()`, fixed at compile time by
+/// `export_handler!`.
+pub async fn run<const AUTHENTICATE: bool, H, Args>(
+    route: Route,
+    handler: H,
+    req: Request,
+    ctx: Ctx,
+) -> Result<Reply, ApiError>
 where
     H: Handler<Args>,
 {
-    let caller = match route.access {
-        Access::Public => None,
-        access => {
-            let caller = authenticate(&ctx, &req).await?;
-            access.admit(&caller)?;
-            Some(caller)
-        }
+    let caller = if AUTHENTICATE {
+        let caller = authenticate(&ctx, &req).await?;
+        route.access.admit(&caller)?;
+        Some(caller)
+    } else {
+        None
     };
     let limit = route.limit(ctx.function(), ctx.env().lookup())?;
     let decision = match limit {
