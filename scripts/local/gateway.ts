@@ -14,8 +14,8 @@
 // Like Kong in front of a Supabase project, it answers bad requests itself,
 // in the standard envelope: a method outside the HTTP API's (405 + Allow), a
 // query too long or with too many parameters (414 / 400), a body shorter
-// than its Content-Length (400). Requests whose URI reaches 64 KiB never get
-// here: the HTTP server library refuses them with a bare 400.
+// than its Content-Length (400). Heads too big or malformed for the HTTP
+// server library are refused before it, by the front (http_front.ts).
 // The caller's address sent upstream is the socket peer's, never what the
 // client wrote in X-Forwarded-For, so per-IP rate limits cannot be dodged.
 //
@@ -26,6 +26,7 @@ import { s3Proxy, type S3ProxyConfig } from "./s3_proxy.ts";
 import { realtimeServer } from "./realtime/server.ts";
 import { storageApi } from "./storage_api/mod.ts";
 import { FUNCTION_METHODS, FunctionsHost, limitsFromEnv, readFunctionSpecs } from "./functions_host.ts";
+import { serveWithFront } from "./http_front.ts";
 
 interface FunctionSpec {
   name: string;
@@ -283,7 +284,9 @@ Deno.addSignalListener("SIGTERM", shutdown);
 // Every function boots now, as before a first request; later ones boot on demand.
 await functionsHost.start();
 
-Deno.serve({ hostname: "127.0.0.1", port: config.port, onListen() {} }, async (req, info) => {
+// Behind the front (http_front.ts), which owns the public port, so heads the
+// server library would refuse with a bare 400 get the envelope too.
+serveWithFront({ hostname: "127.0.0.1", port: config.port }, async (req, info) => {
   const t0 = performance.now();
   const resp = await route(req, info);
   const path = new URL(req.url).pathname;

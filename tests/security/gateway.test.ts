@@ -1,6 +1,7 @@
 // The local gateway's own answers to bad requests (scripts/local/gateway.ts):
 // methods outside the API's, bodies shorter than their Content-Length, queries
-// too long or with too many parameters — each a 4xx in the standard envelope,
+// too long or with too many parameters, heads too big or malformed for the
+// HTTP server library (the front) — each a 4xx in the standard envelope,
 // never a 502 or an empty body — and, on /rest/v1, tokens Supabase's PostgREST
 // would refuse for their `exp` (401 in PostgREST's error shape), with nothing
 // written. Requests a fetch client will not send (TRACE, a short body) go over
@@ -113,8 +114,8 @@ Deno.test("a body shorter than its Content-Length is 400 body_incomplete, and no
   assertEquals(await sessionsOf(user), 0);
 });
 
-Deno.test("20,000 query parameters are 400 too_many_query_parameters and a 17 KiB query is 414, in the envelope", async () => {
-  const many = Array.from({ length: 20_000 }, () => "a").join("&");
+Deno.test("5,000 query parameters are 400 too_many_query_parameters and a 17 KiB query is 414, in the envelope", async () => {
+  const many = Array.from({ length: 5_000 }, () => "a").join("&");
   for (const path of ["/functions/v1/health", "/rest/v1/fields"]) {
     const a = await raw(request("GET", `${path}?${many}`, { apikey: stack.anonKey }));
     assertEquals(a.status, 400, `${path}: ${a.body}`);
@@ -126,6 +127,24 @@ Deno.test("20,000 query parameters are 400 too_many_query_parameters and a 17 Ki
   // Control: an ordinary query goes through.
   const ok = await fetch(`${stack.functionUrl("health")}?verbose=1&x=2`);
   assertEquals(ok.status, 200, await ok.text());
+});
+
+Deno.test("heads the HTTP server library would refuse with a bare 400 get the envelope: 80 KB URI 414, 100 KB of headers 431, a malformed request line 400", async () => {
+  // 20,000 parameters of `a=1`: an 80 KB URI, past what the server library parses.
+  const many = Array.from({ length: 20_000 }, () => "a=1").join("&");
+  for (const path of ["/functions/v1/health", "/rest/v1/fields"]) {
+    const a = await raw(request("GET", `${path}?${many}`, { apikey: stack.anonKey }));
+    assertEquals(a.status, 414, `${path}: ${a.body}`);
+    envelopeOf(a, "uri_too_long");
+  }
+  const headers: Record<string, string> = { apikey: stack.anonKey };
+  for (let i = 0; i < 10; i++) headers[`x-filler-${i}`] = "v".repeat(10 * 1024);
+  const big = await raw(request("GET", "/functions/v1/health", headers));
+  assertEquals(big.status, 431, big.body);
+  envelopeOf(big, "header_fields_too_large");
+  const bad = await raw(`GET /functions/v1/health HTTP/1.1 extra\r\nhost: x\r\nconnection: close\r\n\r\n`);
+  assertEquals(bad.status, 400, bad.body);
+  envelopeOf(bad, "malformed_request");
 });
 
 /** A user's token with the given claims changes (a key set to undefined is left out). */
