@@ -23,6 +23,20 @@
 -- Rules for later migrations: create helpers in `private`; grant EXECUTE per
 -- function to the roles that call it; a check that can yield NULL is written so
 -- that NULL refuses (`is not true`).
+--
+-- How five systems share one database (README "Database layout"):
+--   * One exposed schema, `public`: every seed's client calls supabase.from('<table>')
+--     without .schema(), and Realtime publishes tables, not views.
+--   * A table keeps the name its seed gives it when that name is unique across the
+--     product (ai-chat: conversations, messages, profiles, ...; uploads: documents,
+--     realtime_progress_updates, feature_flags; pipelines: pipelines, pipeline_steps,
+--     ...; media: images, videos, projects). A table whose name no seed fixes carries
+--     its system's prefix: chat_ (chat queue), media_, ai_, pipeline_, upload_.
+--     Platform tables: jobs, job_*, workers, rate_limit_buckets, error_logs.
+--   * Should two systems want one name, the later one takes its prefix, and a
+--     security_invoker view carries the seed's name where a client needs it.
+--   * Internal tables and helpers live in `private`; migrations are named
+--     <timestamp>_<system>_<what>.sql and their header lists the tables they own.
 -- =============================================================================
 
 -- -----------------------------------------------------------------------------
