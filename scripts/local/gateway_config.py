@@ -32,7 +32,7 @@ s3_env = dict(line.split("=", 1) for line in os.environ.get("EW_S3_ENV", "").spl
 # only the gateway talks to the S3 server directly.
 env.update({k: v for k, v in s3_env.items() if k != "S3_DIRECT_ENDPOINT"})
 # Like `supabase functions serve --env-file supabase/functions/.env`.
-dotenv = fn_root / ".env"
+dotenv = pathlib.Path(os.environ.get("EW_FUNCTIONS_DOTENV") or fn_root / ".env")
 if dotenv.exists():
     for line in dotenv.read_text().splitlines():
         line = line.strip()

@@ -40,6 +40,10 @@ Deno.test("Worker, Deno.openKv and Deno.cron are absent", async () => {
   assertEquals((await sandbox("?check=cron")).value, "undefined");
 });
 
+Deno.test("SharedArrayBuffer is plain ArrayBuffer", async () => {
+  assertEquals(await sandbox("?check=sharedArrayBuffer"), { ok: true, value: true });
+});
+
 Deno.test("Deno.exit does not end the function", async () => {
   assertEquals(await sandbox("?check=exit"), { ok: true, value: "still running" });
 });
