@@ -76,7 +76,41 @@ impl<C: HttpClient> S3Client<C> {
         expires_secs: u32,
         at: SigningTime,
     ) -> Result<PresignedRequest, S3Error> {
-        rq::presign_upload_part(&self.config, bucket, key, upload_id, part_number, expires_secs, at)
+        let none = PutUrlOptions::default();
+        rq::presign_upload_part(
+            &self.config,
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            &none,
+            expires_secs,
+            at,
+        )
+    }
+
+    /// A URL to upload part `part_number` that pins the part's length and
+    /// SHA-256 (`options.content_type` is ignored: parts have none).
+    pub fn presign_upload_part_checked(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u16,
+        options: &PutUrlOptions,
+        expires_secs: u32,
+        at: SigningTime,
+    ) -> Result<PresignedRequest, S3Error> {
+        rq::presign_upload_part(
+            &self.config,
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            options,
+            expires_secs,
+            at,
+        )
     }
 
     async fn send(&self, req: Request) -> Result<edgeworks_core::Response, S3Error> {
@@ -110,7 +144,20 @@ impl<C: HttpClient> S3Client<C> {
         content_type: Option<&str>,
         at: SigningTime,
     ) -> Result<MultipartUpload, S3Error> {
-        let req = rq::create_multipart_upload(&self.config, bucket, key, content_type, at)?;
+        let req = rq::create_multipart_upload(&self.config, bucket, key, content_type, false, at)?;
+        rq::parse_create_multipart_upload(&self.send(req).await?)
+    }
+
+    /// A multipart upload whose parts carry SHA-256 checksums
+    /// (`x-amz-checksum-algorithm: SHA256`).
+    pub async fn create_multipart_upload_sha256(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        content_type: Option<&str>,
+        at: SigningTime,
+    ) -> Result<MultipartUpload, S3Error> {
+        let req = rq::create_multipart_upload(&self.config, bucket, key, content_type, true, at)?;
         rq::parse_create_multipart_upload(&self.send(req).await?)
     }
 
@@ -183,6 +230,21 @@ impl<C: HttpClient> S3Client<C> {
     ) -> Result<ObjectPrefix, S3Error> {
         let req = rq::get_object_prefix(&self.config, bucket, key, max_bytes, at)?;
         rq::parse_get_object_prefix(self.send(req).await?, max_bytes)
+    }
+
+    /// Bytes `first..=last` of an object (fewer at its end).
+    pub async fn get_object_range(
+        &self,
+        bucket: &str,
+        key: &ObjectKey,
+        first: u64,
+        last: u64,
+        at: SigningTime,
+    ) -> Result<Vec<u8>, S3Error> {
+        let req = rq::get_object_range(&self.config, bucket, key, first, last, at)?;
+        let resp = self.send(req).await?;
+        rq::check_status(&resp)?;
+        Ok(resp.body)
     }
 
     /// Deleting a missing key succeeds, as in S3.

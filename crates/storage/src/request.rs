@@ -40,6 +40,30 @@ pub struct PutUrlOptions {
     /// Signed: the upload must be exactly this many bytes. This is what makes
     /// a size limit checked before issuing the URL binding on the upload.
     pub content_length: Option<u64>,
+    /// Signed: `x-amz-checksum-sha256`, the base64 SHA-256 of the body. The
+    /// storage refuses a body whose hash differs (400 `BadDigest`), so a
+    /// URL issued for a hash the client declared only ever stores those bytes.
+    pub checksum_sha256: Option<String>,
+}
+
+/// The header that carries a body's base64 SHA-256 (S3 additional checksums).
+pub const CHECKSUM_SHA256_HEADER: &str = "x-amz-checksum-sha256";
+
+/// Whether `v` is a base64 SHA-256 (44 characters: 32 bytes, padded).
+fn check_checksum_sha256(v: &str) -> Result<(), S3Error> {
+    use base64::Engine;
+    let ok = v.len() == 44
+        && base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .is_ok_and(|b| b.len() == 32);
+    if ok {
+        Ok(())
+    } else {
+        Err(S3Error::InvalidInput {
+            field: "checksum_sha256",
+            reason: "must be the base64 of a 32-byte SHA-256".into(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -245,6 +269,10 @@ pub(crate) fn presign_put(
     if let Some(len) = options.content_length {
         headers.push(("content-length".to_string(), len.to_string()));
     }
+    if let Some(sum) = &options.checksum_sha256 {
+        check_checksum_sha256(sum)?;
+        headers.push((CHECKSUM_SHA256_HEADER.to_string(), sum.clone()));
+    }
     presigned(config, Method::Put, &path, Vec::new(), headers, expires_secs, at)
 }
 
@@ -265,6 +293,7 @@ pub(crate) fn presign_upload_part(
     key: &ObjectKey,
     upload_id: &str,
     part_number: u16,
+    options: &PutUrlOptions,
     expires_secs: u32,
     at: SigningTime,
 ) -> Result<PresignedRequest, S3Error> {
@@ -275,7 +304,16 @@ pub(crate) fn presign_upload_part(
         ("partNumber".to_string(), part_number.to_string()),
         ("uploadId".to_string(), upload_id.to_string()),
     ];
-    presigned(config, Method::Put, &path, query, Vec::new(), expires_secs, at)
+    // A part has no type of its own: only its length and checksum are pinned.
+    let mut headers = Vec::new();
+    if let Some(len) = options.content_length {
+        headers.push(("content-length".to_string(), len.to_string()));
+    }
+    if let Some(sum) = &options.checksum_sha256 {
+        check_checksum_sha256(sum)?;
+        headers.push((CHECKSUM_SHA256_HEADER.to_string(), sum.clone()));
+    }
+    presigned(config, Method::Put, &path, query, headers, expires_secs, at)
 }
 
 fn check_header_value(field: &'static str, v: &str) -> Result<(), S3Error> {
@@ -322,6 +360,7 @@ pub(crate) fn create_multipart_upload(
     bucket: &str,
     key: &ObjectKey,
     content_type: Option<&str>,
+    sha256_parts: bool,
     at: SigningTime,
 ) -> Result<Request, S3Error> {
     let path = object_path(config, bucket, Some(key))?;
@@ -329,6 +368,10 @@ pub(crate) fn create_multipart_upload(
     if let Some(ct) = content_type {
         check_header_value("content_type", ct)?;
         headers.push(("content-type".to_string(), ct.to_string()));
+    }
+    if sha256_parts {
+        // S3 refuses a part checksum of an algorithm the upload did not declare.
+        headers.push(("x-amz-checksum-algorithm".to_string(), "SHA256".to_string()));
     }
     Ok(signed(
         config,
@@ -484,6 +527,33 @@ pub(crate) fn get_object_prefix(
         &path,
         Vec::new(),
         vec![("range".into(), range)],
+        Vec::new(),
+        at,
+    ))
+}
+
+/// `GET` of bytes `first..=last` of an object.
+pub(crate) fn get_object_range(
+    config: &S3Config,
+    bucket: &str,
+    key: &ObjectKey,
+    first: u64,
+    last: u64,
+    at: SigningTime,
+) -> Result<Request, S3Error> {
+    if last < first {
+        return Err(S3Error::InvalidInput {
+            field: "range",
+            reason: "the last byte comes before the first".into(),
+        });
+    }
+    let path = object_path(config, bucket, Some(key))?;
+    Ok(signed(
+        config,
+        Method::Get,
+        &path,
+        Vec::new(),
+        vec![("range".into(), format!("bytes={first}-{last}"))],
         Vec::new(),
         at,
     ))
@@ -715,6 +785,7 @@ mod tests {
         let opts = PutUrlOptions {
             content_type: Some("image/png".into()),
             content_length: Some(1234),
+            checksum_sha256: None,
         };
         let p = presign_put(
             &config("https://p.supabase.co/storage/v1/s3"),
@@ -774,14 +845,57 @@ mod tests {
     #[test]
     fn upload_part_urls_carry_the_part_and_upload_and_validate_them() {
         let c = config("http://127.0.0.1:9000");
-        let p = presign_upload_part(&c, "uploads", &key(), "id/with+chars=", 3, 60, at()).unwrap();
+        let p = presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            "id/with+chars=",
+            3,
+            &PutUrlOptions::default(),
+            60,
+            at(),
+        )
+        .unwrap();
         let q = query_of(&p.url);
         assert!(q.contains(&("partNumber".into(), "3".into())));
         assert!(q.contains(&("uploadId".into(), "id/with+chars=".into())));
-        assert!(presign_upload_part(&c, "uploads", &key(), "id", 0, 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "id", 10_001, 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "", 1, 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "a\nb", 1, 60, at()).is_err());
+        assert!(presign_upload_part(&c, "uploads", &key(), "id", 0, &PutUrlOptions::default(), 60, at()).is_err());
+        assert!(presign_upload_part(&c, "uploads", &key(), "id", 10_001, &PutUrlOptions::default(), 60, at()).is_err());
+        assert!(presign_upload_part(&c, "uploads", &key(), "", 1, &PutUrlOptions::default(), 60, at()).is_err());
+        assert!(presign_upload_part(&c, "uploads", &key(), "a\nb", 1, &PutUrlOptions::default(), 60, at()).is_err());
+    }
+
+    #[test]
+    fn a_checked_part_url_signs_its_length_and_sha256() {
+        let c = config("https://s3.example.com");
+        let sum = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let opts = PutUrlOptions {
+            content_length: Some(5),
+            checksum_sha256: Some(sum.into()),
+            ..PutUrlOptions::default()
+        };
+        let p = presign_upload_part(&c, "uploads", &key(), "id", 2, &opts, 60, at()).unwrap();
+        assert_eq!(p.headers.get(CHECKSUM_SHA256_HEADER).map(String::as_str), Some(sum));
+        assert_eq!(p.headers.get("content-length").map(String::as_str), Some("5"));
+        assert!(p
+            .url
+            .contains("X-Amz-SignedHeaders=content-length%3Bhost%3Bx-amz-checksum-sha256"));
+        for bad in [
+            "",
+            "abc",
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+            &"A".repeat(44),
+        ] {
+            let opts = PutUrlOptions {
+                checksum_sha256: Some(bad.into()),
+                ..PutUrlOptions::default()
+            };
+            assert!(
+                presign_upload_part(&c, "uploads", &key(), "id", 2, &opts, 60, at()).is_err(),
+                "{bad}"
+            );
+            assert!(presign_put(&c, "uploads", &key(), &opts, 60, at()).is_err(), "{bad}");
+        }
     }
 
     #[test]
