@@ -8,7 +8,7 @@ use crate::config::S3Config;
 use crate::error::S3Error;
 use crate::key::ObjectKey;
 use crate::request::{
-    self as rq, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead, ObjectPrefix,
+    self as rq, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead, ObjectPrefix, PartTarget,
     PresignedRequest, PutUrlOptions, UploadedPart,
 };
 use crate::sigv4::SigningTime;
@@ -76,14 +76,13 @@ impl<C: HttpClient> S3Client<C> {
         expires_secs: u32,
         at: SigningTime,
     ) -> Result<PresignedRequest, S3Error> {
-        let none = PutUrlOptions::default();
+        let part = PartTarget { upload_id, part_number };
         rq::presign_upload_part(
             &self.config,
             bucket,
             key,
-            upload_id,
-            part_number,
-            &none,
+            part,
+            &PutUrlOptions::default(),
             expires_secs,
             at,
         )
@@ -95,22 +94,12 @@ impl<C: HttpClient> S3Client<C> {
         &self,
         bucket: &str,
         key: &ObjectKey,
-        upload_id: &str,
-        part_number: u16,
+        part: PartTarget<'_>,
         options: &PutUrlOptions,
         expires_secs: u32,
         at: SigningTime,
     ) -> Result<PresignedRequest, S3Error> {
-        rq::presign_upload_part(
-            &self.config,
-            bucket,
-            key,
-            upload_id,
-            part_number,
-            options,
-            expires_secs,
-            at,
-        )
+        rq::presign_upload_part(&self.config, bucket, key, part, options, expires_secs, at)
     }
 
     async fn send(&self, req: Request) -> Result<edgeworks_core::Response, S3Error> {

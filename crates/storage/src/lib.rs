@@ -26,6 +26,6 @@ pub use error::S3Error;
 pub use key::{portable_file_name, KeyRejection, ObjectKey, MAX_KEY_BYTES};
 pub use request::{
     check_bucket_name, CompletedPart, CompletedUpload, CopiedObject, MultipartUpload, ObjectHead, ObjectPrefix,
-    PresignedRequest, PutUrlOptions, UploadedPart, CHECKSUM_SHA256_HEADER, MAX_PART_NUMBER, MIN_PART_BYTES,
+    PartTarget, PresignedRequest, PutUrlOptions, UploadedPart, CHECKSUM_SHA256_HEADER, MAX_PART_NUMBER, MIN_PART_BYTES,
 };
 pub use sigv4::{Credentials, SigningTime, MAX_PRESIGN_EXPIRES_SECS};

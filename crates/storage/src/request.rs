@@ -287,16 +287,25 @@ pub(crate) fn presign_get(
     presigned(config, Method::Get, &path, Vec::new(), Vec::new(), expires_secs, at)
 }
 
+/// One part of one multipart upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartTarget<'a> {
+    /// The upload's id.
+    pub upload_id: &'a str,
+    /// 1..=10000.
+    pub part_number: u16,
+}
+
 pub(crate) fn presign_upload_part(
     config: &S3Config,
     bucket: &str,
     key: &ObjectKey,
-    upload_id: &str,
-    part_number: u16,
+    part: PartTarget<'_>,
     options: &PutUrlOptions,
     expires_secs: u32,
     at: SigningTime,
 ) -> Result<PresignedRequest, S3Error> {
+    let PartTarget { upload_id, part_number } = part;
     check_upload_id(upload_id)?;
     check_part_number(part_number)?;
     let path = object_path(config, bucket, Some(key))?;
@@ -849,8 +858,10 @@ mod tests {
             &c,
             "uploads",
             &key(),
-            "id/with+chars=",
-            3,
+            PartTarget {
+                upload_id: "id/with+chars=",
+                part_number: 3,
+            },
             &PutUrlOptions::default(),
             60,
             at(),
@@ -859,10 +870,58 @@ mod tests {
         let q = query_of(&p.url);
         assert!(q.contains(&("partNumber".into(), "3".into())));
         assert!(q.contains(&("uploadId".into(), "id/with+chars=".into())));
-        assert!(presign_upload_part(&c, "uploads", &key(), "id", 0, &PutUrlOptions::default(), 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "id", 10_001, &PutUrlOptions::default(), 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "", 1, &PutUrlOptions::default(), 60, at()).is_err());
-        assert!(presign_upload_part(&c, "uploads", &key(), "a\nb", 1, &PutUrlOptions::default(), 60, at()).is_err());
+        assert!(presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            PartTarget {
+                upload_id: "id",
+                part_number: 0
+            },
+            &PutUrlOptions::default(),
+            60,
+            at()
+        )
+        .is_err());
+        assert!(presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            PartTarget {
+                upload_id: "id",
+                part_number: 10_001
+            },
+            &PutUrlOptions::default(),
+            60,
+            at()
+        )
+        .is_err());
+        assert!(presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            PartTarget {
+                upload_id: "",
+                part_number: 1
+            },
+            &PutUrlOptions::default(),
+            60,
+            at()
+        )
+        .is_err());
+        assert!(presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            PartTarget {
+                upload_id: "a\nb",
+                part_number: 1
+            },
+            &PutUrlOptions::default(),
+            60,
+            at()
+        )
+        .is_err());
     }
 
     #[test]
@@ -874,7 +933,19 @@ mod tests {
             checksum_sha256: Some(sum.into()),
             ..PutUrlOptions::default()
         };
-        let p = presign_upload_part(&c, "uploads", &key(), "id", 2, &opts, 60, at()).unwrap();
+        let p = presign_upload_part(
+            &c,
+            "uploads",
+            &key(),
+            PartTarget {
+                upload_id: "id",
+                part_number: 2,
+            },
+            &opts,
+            60,
+            at(),
+        )
+        .unwrap();
         assert_eq!(p.headers.get(CHECKSUM_SHA256_HEADER).map(String::as_str), Some(sum));
         assert_eq!(p.headers.get("content-length").map(String::as_str), Some("5"));
         assert!(p
@@ -891,7 +962,19 @@ mod tests {
                 ..PutUrlOptions::default()
             };
             assert!(
-                presign_upload_part(&c, "uploads", &key(), "id", 2, &opts, 60, at()).is_err(),
+                presign_upload_part(
+                    &c,
+                    "uploads",
+                    &key(),
+                    PartTarget {
+                        upload_id: "id",
+                        part_number: 2
+                    },
+                    &opts,
+                    60,
+                    at()
+                )
+                .is_err(),
                 "{bad}"
             );
             assert!(presign_put(&c, "uploads", &key(), &opts, 60, at()).is_err(), "{bad}");
