@@ -198,7 +198,22 @@ pub struct Worker<'a, 'h, C: HttpClient> {
     pub lease_seconds: u32,
 }
 
-impl<C: HttpClient> Worker<'_, '_, C> {
+impl<'a, 'h, C: HttpClient> Worker<'a, 'h, C> {
+    /// A worker named `worker_id` running `registry` over `db` and `http`.
+    pub fn new(
+        registry: &'a Registry<'h, C>,
+        db: &'a Db<C>,
+        http: &'a C,
+        worker_id: &'a str,
+        lease_seconds: u32,
+    ) -> Self {
+        Worker {
+            registry,
+            cx: JobContext { db, http, worker_id },
+            lease_seconds,
+        }
+    }
+
     fn queue(&self) -> JobQueue<'_, C> {
         JobQueue::new(self.cx.db)
     }

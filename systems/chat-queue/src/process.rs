@@ -5,7 +5,7 @@
 
 use edgeworks_core::{ApiError, Clock, Method};
 use edgeworks_input::validate::Field;
-use edgeworks_queue::{JobContext, Registry, Worker};
+use edgeworks_queue::{Registry, Worker};
 use edgeworks_runtime::Ctx;
 use edgeworks_service::{Access, Json, Route, ServiceDb, ServiceRole, Settings};
 use serde_json::{json, Value};
@@ -41,15 +41,7 @@ pub async fn handle(
     let today = today(ctx.clock().now_ms());
     let registry = Registry::new().register(setup.handler(&today));
     let http = ctx.http();
-    let worker = Worker {
-        registry: &registry,
-        cx: JobContext {
-            db: &db,
-            http: &http,
-            worker_id: &worker_id,
-        },
-        lease_seconds: setup.settings.lease_seconds,
-    };
+    let worker = Worker::new(&registry, &db, &http, &worker_id, setup.settings.lease_seconds);
     let started = ctx.elapsed_ms();
     let report = worker
         .run_batch(body.batch_size.unwrap_or(5), body.job_id.as_deref(), None)

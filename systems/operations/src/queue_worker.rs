@@ -17,7 +17,7 @@ use edgeworks_chat_queue::{isolate_worker_id, today, ChatSetup};
 use edgeworks_core::{ApiError, Clock, Method};
 use edgeworks_input::validate::{Field, Schema, Validate};
 use edgeworks_queue::housekeeping::{Housekeeping, BUCKET_IDLE_SECONDS, DEFAULT_RETENTION_SECONDS};
-use edgeworks_queue::{JobContext, JobQueue, Registry, Worker, WorkerStatus};
+use edgeworks_queue::{JobQueue, Registry, Worker, WorkerStatus};
 use edgeworks_runtime::{Ctx, HostHttp};
 use edgeworks_service::{Access, Json, Route, ServiceDb, ServiceRole, Settings};
 use serde::Deserialize;
@@ -85,15 +85,7 @@ pub async fn handle(
     let registry = registry(&chat, &today);
     let kinds: Option<Vec<&str>> = body.job_types.as_ref().map(|t| t.iter().map(String::as_str).collect());
     let http = ctx.http();
-    let worker = Worker {
-        registry: &registry,
-        cx: JobContext {
-            db: &db,
-            http: &http,
-            worker_id: &worker_id,
-        },
-        lease_seconds: chat.settings.lease_seconds,
-    };
+    let worker = Worker::new(&registry, &db, &http, &worker_id, chat.settings.lease_seconds);
     let queue = JobQueue::new(&db);
     let _ = queue
         .heartbeat(&worker_id, Some(&registry.queues()), WorkerStatus::Active)
