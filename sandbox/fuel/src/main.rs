@@ -12,10 +12,11 @@
 //! a bigint sum spends one unit per ~70 ns and an empty loop one per ~10 ns (a 7x spread
 //! in what a budget means); with calls, every measured shape lies within ~3x.
 //!
-//! The pass also sets the memory's maximum (the instance's ceiling: `memory.grow`
-//! fails above it, the guest's allocator notices, the run aborts), strips names and
-//! producers, keeps only the interface's exports, and refuses a module with any import:
-//! a sandbox has no way to the host.
+//! The pass also turns the module's memory into its only import (`sandbox.memory`, with
+//! the ceiling as its maximum: `memory.grow` fails above it, the guest's allocator
+//! notices, the run aborts), strips names and producers, keeps only the interface's
+//! exports, and refuses a module that imports anything itself: a sandbox has no way to
+//! the host.
 #![deny(missing_docs)]
 
 use std::process::ExitCode;
@@ -152,16 +153,32 @@ fn run(args: &Args) -> Result<String, String> {
     }
 
     let max_pages = args.max_memory_mib * 1024 * 1024 / PAGE;
-    for memory in module.memories.iter_mut() {
-        if memory.initial > max_pages {
-            return Err(format!(
-                "the module starts with {} MiB, above the {} MiB ceiling",
-                memory.initial * PAGE / (1024 * 1024),
-                args.max_memory_mib
-            ));
-        }
-        memory.maximum = Some(max_pages);
+    let memories: Vec<_> = module.memories.iter().map(|m| m.id()).collect();
+    let [memory] = memories[..] else {
+        return Err(format!("{} has {} memories, not one", args.input, memories.len()));
+    };
+    let initial = module.memories.get(memory).initial;
+    if initial > max_pages {
+        return Err(format!(
+            "the module starts with {} MiB, above the {} MiB ceiling",
+            initial * PAGE / (1024 * 1024),
+            args.max_memory_mib
+        ));
     }
+    // The memory becomes the module's one import, so the host can hand every fresh
+    // instance the same (zeroed) memory instead of leaving a dead one per run for the
+    // garbage collector. Zeroed memory plus instantiation (which writes the data
+    // segments again) is exactly the state a module-defined memory starts in.
+    let import = module.imports.add("sandbox", "memory", memory);
+    let m = module.memories.get_mut(memory);
+    m.import = Some(import);
+    m.maximum = Some(max_pages);
+    // What the host needs to create that memory, readable with
+    // WebAssembly.Module.customSections(module, "edgeworks.sandbox").
+    module.customs.add(walrus::RawCustomSection {
+        name: "edgeworks.sandbox".into(),
+        data: format!(r#"{{"memory_initial_pages":{initial},"memory_maximum_pages":{max_pages}}}"#).into_bytes(),
+    });
 
     // Only the interface stays exported (the guest's `#[no_mangle]` helpers, such as
     // getrandom's hook, are exported by the linker too).
@@ -186,6 +203,7 @@ fn run(args: &Args) -> Result<String, String> {
     let custom: Vec<_> = module
         .customs
         .iter()
+        .filter(|(_, c)| c.name() != "edgeworks.sandbox")
         .filter(|(_, c)| !(args.keep_names && c.name() == "name"))
         .map(|(id, _)| id)
         .collect();

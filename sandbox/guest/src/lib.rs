@@ -60,8 +60,10 @@ pub enum Word {
     PanicPtr = 13,
     /// Length of the panic message.
     PanicLen = 14,
+    /// The highest address the allocator handed out (end of block): the run's peak.
+    HeapTop = 15,
 }
-const WORDS: usize = 15;
+const WORDS: usize = 16;
 
 struct Shared<T>(UnsafeCell<T>);
 // SAFETY: the sandbox is built for wasm32 without threads; nothing runs concurrently.
@@ -111,29 +113,30 @@ pub struct WatchedAllocator;
 // SAFETY: every call is forwarded unchanged to `System`.
 unsafe impl GlobalAlloc for WatchedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            set(Word::OutOfMemory, 1);
-        }
-        p
+        watch(unsafe { System.alloc(layout) }, layout.size())
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            set(Word::OutOfMemory, 1);
-        }
-        p
+        watch(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if p.is_null() {
-            set(Word::OutOfMemory, 1);
-        }
-        p
+        watch(unsafe { System.realloc(ptr, layout, new_size) }, new_size)
     }
+}
+
+/// Flags a failed allocation; raises the high-water mark for a successful one.
+fn watch(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        set(Word::OutOfMemory, 1);
+    } else {
+        let end = (p as usize).saturating_add(size) as u32;
+        if end > get(Word::HeapTop) {
+            set(Word::HeapTop, end);
+        }
+    }
+    p
 }
 
 #[global_allocator]

@@ -1,7 +1,9 @@
 // The code-execution runner: instantiates a sandbox module (sandbox/, built by
-// scripts/build) afresh for every run, with no imports at all, sets its fuel, calls
-// it once and reads its report from linear memory. Compiling happens once per
-// isolate; an instance is used once and dropped, so nothing a script did survives it.
+// scripts/build) afresh for every run, sets its fuel, calls it once and reads its
+// report from linear memory. Compiling happens once per isolate. The module's only
+// import is its memory: one per module and isolate, zeroed before every run, so a
+// fresh instance starts exactly as on a new memory while the isolate holds one
+// memory per language instead of a dead one per run waiting for the collector.
 //
 // How a run ends is read from the instance, never from a timer: a trap with the fuel
 // below zero is a timeout; a trap after the guest flagged the output limit or a
@@ -36,7 +38,6 @@ export interface SandboxReport {
 }
 
 interface SandboxExports {
-  memory: WebAssembly.Memory;
   fuel: WebAssembly.Global;
   sandbox_report(): number;
   sandbox_input(slot: number, len: number): number;
@@ -45,10 +46,24 @@ interface SandboxExports {
 
 // Word indexes of the guest's report block (sandbox/guest/src/lib.rs, `Word`).
 const W = {
-  status: 0, oom: 1, outputLimit: 2, panicked: 3, stdoutPtr: 4, stdoutLen: 5, stderrPtr: 6,
-  stderrLen: 7, resultPtr: 8, resultLen: 9, errorPtr: 10, errorLen: 11, errorLine: 12,
-  panicPtr: 13, panicLen: 14,
+  status: 0,
+  oom: 1,
+  outputLimit: 2,
+  panicked: 3,
+  stdoutPtr: 4,
+  stdoutLen: 5,
+  stderrPtr: 6,
+  stderrLen: 7,
+  resultPtr: 8,
+  resultLen: 9,
+  errorPtr: 10,
+  errorLen: 11,
+  errorLine: 12,
+  panicPtr: 13,
+  panicLen: 14,
+  heapTop: 15,
 } as const;
+const WORDS = 16;
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -56,10 +71,17 @@ const encoder = new TextEncoder();
 export class Sandbox {
   readonly module: WebAssembly.Module;
   readonly bytes: number;
+  #pages: { initial: number; maximum: number };
+  #memory: WebAssembly.Memory | null = null;
 
   constructor(module: WebAssembly.Module, bytes: number) {
     this.module = module;
     this.bytes = bytes;
+    // Written by sandbox-fuel: the memory the module imports.
+    const [section] = WebAssembly.Module.customSections(module, "edgeworks.sandbox");
+    if (!section) throw new Error("not a sandbox module (no edgeworks.sandbox section)");
+    const info = JSON.parse(decoder.decode(section));
+    this.#pages = { initial: info.memory_initial_pages, maximum: info.memory_maximum_pages };
   }
 
   /** Reads and compiles a sandbox module (with Deno.readFile: the hosted runtime has no fetch of its bundle). */
@@ -68,10 +90,23 @@ export class Sandbox {
     return new Sandbox(await WebAssembly.compile(bytes), bytes.length);
   }
 
+  /** The isolate's memory for this module, zeroed; a fresh one after a run that grew it a lot. */
+  #freshMemory(): WebAssembly.Memory {
+    const grown = this.#memory && this.#memory.buffer.byteLength > 2 * this.#pages.initial * 65536;
+    if (!this.#memory || grown) {
+      // Dropping a big memory leaves one garbage memory, only after a big run.
+      this.#memory = new WebAssembly.Memory(this.#pages);
+    } else {
+      new Uint8Array(this.#memory.buffer).fill(0);
+    }
+    return this.#memory;
+  }
+
   run(req: SandboxRequest): SandboxReport {
     const started = performance.now();
-    // No imports: the module was checked at build time to import nothing.
-    const instance = new WebAssembly.Instance(this.module, {});
+    // The memory is the only import (sandbox-fuel refuses modules that import anything).
+    const memory = this.#freshMemory();
+    const instance = new WebAssembly.Instance(this.module, { sandbox: { memory } });
     const ex = instance.exports as unknown as SandboxExports;
     // Fuel first: every loop in the guest spends it, copying the inputs included.
     const budget = BigInt(Math.max(0, Math.floor(req.fuel)));
@@ -80,8 +115,8 @@ export class Sandbox {
     const inputs = [encoder.encode(req.code), encoder.encode(req.stdin ?? "")];
     for (const [slot, bytes] of inputs.entries()) {
       const ptr = ex.sandbox_input(slot, bytes.length);
-      if (ptr === 0 && bytes.length > 0) return limitReport("memory_limit", ex, started);
-      new Uint8Array(ex.memory.buffer, ptr, bytes.length).set(bytes);
+      if (ptr === 0 && bytes.length > 0) return limitReport("memory_limit", memory, started);
+      new Uint8Array(memory.buffer, ptr, bytes.length).set(bytes);
     }
     const seed = new BigUint64Array(1);
     crypto.getRandomValues(seed);
@@ -92,9 +127,8 @@ export class Sandbox {
       trap = e;
     }
     const durationMs = performance.now() - started;
-    const words = new Uint32Array(ex.memory.buffer, report, 15);
-    const text = (ptr: number, len: number) =>
-      len === 0 ? "" : decoder.decode(new Uint8Array(ex.memory.buffer, ptr, len));
+    const words = new Uint32Array(memory.buffer, report, WORDS);
+    const text = (ptr: number, len: number) => len === 0 ? "" : decoder.decode(new Uint8Array(memory.buffer, ptr, len));
     const left = ex.fuel.value as bigint;
     const fuelUsed = Number(left < 0n ? budget : budget - left);
     let outcome: SandboxOutcome;
@@ -126,15 +160,23 @@ export class Sandbox {
       result: outcome === "ok" && words[W.resultLen] > 0 ? text(words[W.resultPtr], words[W.resultLen]) : null,
       error,
       fuelUsed,
-      peakMemoryBytes: ex.memory.buffer.byteLength,
+      // The allocator's high-water mark (data and stack lie below it); after a failed
+      // allocation the ceiling itself.
+      peakMemoryBytes: words[W.oom] ? this.#pages.maximum * 65536 : words[W.heapTop],
       durationMs,
     };
   }
 }
 
-function limitReport(outcome: SandboxOutcome, ex: SandboxExports, started: number): SandboxReport {
+function limitReport(outcome: SandboxOutcome, memory: WebAssembly.Memory, started: number): SandboxReport {
   return {
-    outcome, stdout: "", stderr: "", result: null, error: null, fuelUsed: 0,
-    peakMemoryBytes: ex.memory.buffer.byteLength, durationMs: performance.now() - started,
+    outcome,
+    stdout: "",
+    stderr: "",
+    result: null,
+    error: null,
+    fuelUsed: 0,
+    peakMemoryBytes: memory.buffer.byteLength,
+    durationMs: performance.now() - started,
   };
 }
