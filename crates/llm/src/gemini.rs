@@ -269,6 +269,24 @@ impl GeminiClient {
         body
     }
 
+    /// `{base}/v1beta/models/{model}:streamGenerateContent?alt=sse`: the
+    /// same body, answered as server-sent events, one `GenerateContentResponse`
+    /// per event (usage in the chunks, cumulative; no end marker).
+    pub fn build_stream_request(&self, conversation: &Conversation) -> Request {
+        let mut req = self.build_request(conversation);
+        req.url = format!(
+            "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
+            self.config.base_url, self.config.model
+        );
+        req.headers.set("accept", "text/event-stream");
+        req
+    }
+
+    /// A non-2xx answer as a typed failure.
+    pub fn parse_error(&self, resp: &Response) -> ProviderError {
+        self.error_from_status(resp)
+    }
+
     pub fn build_request(&self, conversation: &Conversation) -> Request {
         let mut req = Request::new(Method::Post, self.endpoint());
         req.headers.set("content-type", "application/json");
@@ -509,6 +527,70 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     Some(whole_ms.saturating_add(millis).saturating_add(round_up))
 }
 
+/// One event of a `streamGenerateContent?alt=sse` stream as deltas. `key`
+/// is scrubbed from any message passed on.
+pub fn decode_stream_event(key: &str, e: &crate::stream::SseEvent) -> Vec<crate::stream::Delta> {
+    use crate::stream::Delta;
+    let fail = |kind| vec![Delta::Error(ProviderError::new(PROVIDER, kind))];
+    if let Some(error) = error_object(e.data.as_bytes()) {
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .map(|m| crate::call::scrub(key, m))
+            .unwrap_or_else(|| "error in stream".into());
+        return fail(ProviderErrorKind::ServerError { status: 500, message });
+    }
+    let Ok(wire) = serde_json::from_str::<WireResponse>(&e.data) else {
+        return fail(ProviderErrorKind::Decode {
+            message: "a stream chunk is not a GenerateContentResponse".into(),
+        });
+    };
+    if let Some(reason) = wire.prompt_feedback.and_then(|p| p.block_reason) {
+        return fail(ProviderErrorKind::PromptBlocked { reason });
+    }
+    let mut out = Vec::new();
+    if let Some(m) = wire.model_version.filter(|m| !m.trim().is_empty()) {
+        out.push(Delta::Model(m));
+    }
+    let candidate = wire.candidates.unwrap_or_default().into_iter().next();
+    let mut finish = None;
+    if let Some(c) = candidate {
+        let text: String = c
+            .content
+            .and_then(|c| c.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.thought != Some(true))
+            .filter_map(|p| p.text)
+            .collect();
+        if !text.is_empty() {
+            out.push(Delta::Text(text));
+        }
+        finish = c.finish_reason;
+    }
+    if let Some(u) = wire.usage_metadata {
+        out.push(Delta::Usage {
+            prompt_tokens: u.prompt_token_count.map(clamp_u32),
+            completion_tokens: u
+                .candidates_token_count
+                .map(|c| clamp_u32(c.saturating_add(u.thoughts_token_count.unwrap_or(0)))),
+        });
+    }
+    match finish.as_deref() {
+        Some(r) if BLOCKING_FINISH_REASONS.contains(&r) => {
+            out.push(Delta::Error(ProviderError::new(
+                PROVIDER,
+                ProviderErrorKind::SafetyBlocked { reason: r.to_string() },
+            )));
+        }
+        Some("STOP") => out.push(Delta::Finish(FinishReason::Stop)),
+        Some("MAX_TOKENS") => out.push(Delta::Finish(FinishReason::MaxTokens)),
+        Some(other) => out.push(Delta::Finish(FinishReason::Other(other.to_string()))),
+        None => {}
+    }
+    out
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireResponse {
@@ -682,5 +764,52 @@ mod tests {
         assert_eq!(s, "bad key [REDACTED] here");
         let long = client.scrub(&"é".repeat(5000));
         assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use crate::call::test_support::*;
+    use crate::call::{build_request, Provider};
+    use crate::chat::FinishReason;
+    use crate::stream::Delta;
+
+    #[test]
+    fn a_stream_request_asks_for_sse_on_stream_generate_content() {
+        let req = build_request(&spec(Provider::Gemini), &conversation(), true);
+        assert_eq!(
+            req.url,
+            "http://127.0.0.1:9/v1beta/models/m-1:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(req.headers.get("x-goog-api-key"), Some("sk-secret-key-123"));
+    }
+
+    #[test]
+    fn a_stream_yields_text_and_the_last_chunks_usage_and_ends_at_the_finish_reason() {
+        let body = concat!(
+            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"}}],\"usageMetadata\": {\"promptTokenCount\": 7,\"totalTokenCount\": 7},\"modelVersion\": \"gemini-2.0-flash\"}\r\n\r\n",
+            "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\": \"model\"},\"finishReason\": \"STOP\"}],\"usageMetadata\": {\"promptTokenCount\": 7,\"candidatesTokenCount\": 2,\"totalTokenCount\": 9},\"modelVersion\": \"gemini-2.0-flash\"}\r\n\r\n"
+        );
+        let d: Vec<Delta> = decode_all(Provider::Gemini, body)
+            .into_iter()
+            .filter(|d| !matches!(d, Delta::Model(_)))
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                Delta::Text("Hel".into()),
+                Delta::Usage {
+                    prompt_tokens: Some(7),
+                    completion_tokens: None
+                },
+                Delta::Text("lo".into()),
+                Delta::Usage {
+                    prompt_tokens: Some(7),
+                    completion_tokens: Some(2)
+                },
+                Delta::Finish(FinishReason::Stop),
+                Delta::Done
+            ]
+        );
     }
 }
