@@ -7,6 +7,8 @@ use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Request, Response};
 use js_sys::{Function, Promise, Uint8Array};
+
+use crate::host::StreamedResponse;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -66,30 +68,136 @@ fn js_error_text(e: &JsValue) -> String {
         .unwrap_or_else(|| "fetch failed".to_string())
 }
 
-impl FetchClient {
-    async fn exchange(&self, req: Request, signal: &web_sys::AbortSignal) -> Result<Response, JsValue> {
-        let init = web_sys::RequestInit::new();
-        init.set_method(req.method.as_str());
-        let headers = web_sys::Headers::new()?;
-        for (k, v) in req.headers.iter() {
-            headers.append(k, v)?;
-        }
-        init.set_headers(&headers);
-        if !req.body.is_empty() {
-            init.set_body(&Uint8Array::from(req.body.as_slice()));
-        }
-        init.set_signal(Some(signal));
-        let request = web_sys::Request::new_with_str_and_init(&req.url, &init)?;
-        let resp: web_sys::Response = JsFuture::from(js_fetch(&request)).await?.dyn_into()?;
-        let mut out_headers = Headers::new();
-        if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
-            for entry in iter.flatten() {
-                let pair = js_sys::Array::from(&entry);
-                if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                    out_headers.append(&k, v);
-                }
+fn js_request(req: &Request, signal: &web_sys::AbortSignal) -> Result<web_sys::Request, JsValue> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(req.method.as_str());
+    let headers = web_sys::Headers::new()?;
+    for (k, v) in req.headers.iter() {
+        headers.append(k, v)?;
+    }
+    init.set_headers(&headers);
+    if !req.body.is_empty() {
+        init.set_body(&Uint8Array::from(req.body.as_slice()));
+    }
+    init.set_signal(Some(signal));
+    web_sys::Request::new_with_str_and_init(&req.url, &init)
+}
+
+fn headers_of(resp: &web_sys::Response) -> Headers {
+    let mut out = Headers::new();
+    if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
+        for entry in iter.flatten() {
+            let pair = js_sys::Array::from(&entry);
+            if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                out.append(&k, v);
             }
         }
+    }
+    out
+}
+
+/// Aborts the exchange when the body's reader is dropped before the end.
+struct AbortOnDrop(web_sys::AbortController);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        // After the body ended this is a no-op.
+        self.0.abort();
+    }
+}
+
+struct BodyReader {
+    reader: JsValue,
+    read: Function,
+    _abort: AbortOnDrop,
+}
+
+impl BodyReader {
+    async fn next(&self) -> Option<Result<Vec<u8>, TransportError>> {
+        let promise = match self.read.call0(&self.reader) {
+            Ok(p) => Promise::from(p),
+            Err(e) => return Some(Err(TransportError::Network(js_error_text(&e)))),
+        };
+        match JsFuture::from(promise).await {
+            Ok(result) => {
+                let done = js_sys::Reflect::get(&result, &"done".into())
+                    .map(|d| d.is_truthy())
+                    .unwrap_or(true);
+                if done {
+                    return None;
+                }
+                let value = js_sys::Reflect::get(&result, &"value".into()).unwrap_or(JsValue::UNDEFINED);
+                Some(Ok(Uint8Array::new(&value).to_vec()))
+            }
+            Err(e) => Some(Err(TransportError::Network(js_error_text(&e)))),
+        }
+    }
+}
+
+/// `fetch` resolving at the headers; the body is read chunk by chunk from
+/// its `ReadableStream`. The deadline covers the headers; dropping the body
+/// stream aborts the request (a stopped answer stops the upstream).
+pub async fn send_streaming(req: Request, timeout_ms: u32) -> Result<StreamedResponse, TransportError> {
+    let controller = web_sys::AbortController::new().map_err(|e| TransportError::Network(js_error_text(&e)))?;
+    let signal = controller.signal();
+    let mut timer = Deadline::arm(controller.clone(), timeout_ms);
+    let fail = |e: JsValue| {
+        if signal.aborted() {
+            TransportError::Timeout { after_ms: timeout_ms }
+        } else {
+            TransportError::Network(js_error_text(&e))
+        }
+    };
+    let request = js_request(&req, &signal).map_err(fail)?;
+    let resp: web_sys::Response = match JsFuture::from(js_fetch(&request)).await {
+        Ok(r) => r.dyn_into().map_err(fail)?,
+        Err(e) => return Err(fail(e)),
+    };
+    timer.finished = true;
+    drop(timer);
+    let status = resp.status();
+    let headers = headers_of(&resp);
+    let body = js_sys::Reflect::get(&resp, &"body".into()).unwrap_or(JsValue::NULL);
+    let guard = AbortOnDrop(controller);
+    if body.is_null() || body.is_undefined() {
+        return Ok(StreamedResponse {
+            status,
+            headers,
+            body: Box::pin(futures_util::stream::empty()),
+        });
+    }
+    let get_reader: Function = js_sys::Reflect::get(&body, &"getReader".into())
+        .and_then(|f| f.dyn_into())
+        .map_err(fail)?;
+    let reader = get_reader.call0(&body).map_err(fail)?;
+    let read: Function = js_sys::Reflect::get(&reader, &"read".into())
+        .and_then(|f| f.dyn_into())
+        .map_err(fail)?;
+    let state = BodyReader {
+        reader,
+        read,
+        _abort: guard,
+    };
+    let chunks = futures_util::stream::unfold(Some(state), |state| async move {
+        let s = state?;
+        match s.next().await {
+            Some(Ok(chunk)) => Some((Ok(chunk), Some(s))),
+            Some(Err(e)) => Some((Err(e), None)),
+            None => None,
+        }
+    });
+    Ok(StreamedResponse {
+        status,
+        headers,
+        body: Box::pin(chunks),
+    })
+}
+
+impl FetchClient {
+    async fn exchange(&self, req: Request, signal: &web_sys::AbortSignal) -> Result<Response, JsValue> {
+        let request = js_request(&req, signal)?;
+        let resp: web_sys::Response = JsFuture::from(js_fetch(&request)).await?.dyn_into()?;
+        let out_headers = headers_of(&resp);
         let buf = JsFuture::from(resp.array_buffer()?).await?;
         Ok(Response {
             status: resp.status(),

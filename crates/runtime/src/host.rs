@@ -8,8 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Clock, Request, Response, Rng};
+use futures_util::Stream;
 
 /// A boxed future that stays on the current thread (wasm is single threaded).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -39,6 +41,34 @@ impl Level {
     }
 }
 
+/// A response whose body arrives in chunks (an upstream event stream).
+/// Dropping it (or its body) aborts the exchange where the host can, so a
+/// stopped stream stops the upstream too.
+pub struct StreamedResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Headers,
+    /// The body's chunks; an `Err` ends it (the connection failed mid-body).
+    pub body: Pin<Box<dyn Stream<Item = Result<Vec<u8>, TransportError>>>>,
+}
+
+impl StreamedResponse {
+    /// A buffered response as a one-chunk stream.
+    pub fn buffered(r: Response) -> StreamedResponse {
+        let chunks = if r.body.is_empty() {
+            Vec::new()
+        } else {
+            vec![Ok(r.body)]
+        };
+        StreamedResponse {
+            status: r.status,
+            headers: r.headers,
+            body: Box::pin(futures_util::stream::iter(chunks)),
+        }
+    }
+}
+
 /// The effects a request may use. Implementations must not panic on
 /// network failures: those are `TransportError`s.
 pub trait Host {
@@ -53,6 +83,23 @@ pub trait Host {
     fn send(&self, req: Request, timeout_ms: u32) -> LocalFuture<'static, Result<Response, TransportError>>;
     /// Resolves after `ms` milliseconds.
     fn sleep(&self, ms: u32) -> LocalFuture<'static, ()>;
+    /// Like [`Host::send`], but resolves once the headers are in and hands
+    /// the body over as it arrives; `timeout_ms` covers the headers only.
+    /// Hosts without streaming deliver the buffered body as one chunk.
+    fn send_streaming(
+        &self,
+        req: Request,
+        timeout_ms: u32,
+    ) -> LocalFuture<'static, Result<StreamedResponse, TransportError>> {
+        let exchange = self.send(req, timeout_ms);
+        Box::pin(async move { exchange.await.map(StreamedResponse::buffered) })
+    }
+    /// Runs `work` after the response is sent, keeping the isolate alive
+    /// until it ends (`EdgeRuntime.waitUntil`), bounded by the platform's
+    /// wall clock. A host that cannot gives the work back to run inline.
+    fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
+        Err(work)
+    }
 }
 
 /// The host's HTTP client as an [`HttpClient`], for `Db` and provider clients.

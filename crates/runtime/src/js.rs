@@ -19,8 +19,8 @@ use wasm_bindgen::prelude::*;
 #[cfg(feature = "streams")]
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::fetch::{sleep_ms, FetchClient};
-use crate::host::{Host, Level, LocalFuture};
+use crate::fetch::{send_streaming, sleep_ms, FetchClient};
+use crate::host::{Host, Level, LocalFuture, StreamedResponse};
 #[cfg(feature = "streams")]
 use crate::reply::ByteStream;
 #[cfg(feature = "streams")]
@@ -63,6 +63,33 @@ impl Host for JsHost {
 
     fn sleep(&self, ms: u32) -> LocalFuture<'static, ()> {
         Box::pin(sleep_ms(ms))
+    }
+
+    fn send_streaming(
+        &self,
+        req: Request,
+        timeout_ms: u32,
+    ) -> LocalFuture<'static, Result<StreamedResponse, TransportError>> {
+        Box::pin(send_streaming(req, timeout_ms))
+    }
+
+    fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
+        let promise = wasm_bindgen_futures::future_to_promise(async move {
+            work.await;
+            Ok(JsValue::UNDEFINED)
+        });
+        // The hosted runtime keeps the isolate alive for promises handed to
+        // EdgeRuntime.waitUntil (the local supervisor counts them); plain
+        // Deno runs the promise anyway.
+        let global = js_sys::global();
+        if let Ok(runtime) = js_sys::Reflect::get(&global, &"EdgeRuntime".into()) {
+            if let Ok(wait_until) = js_sys::Reflect::get(&runtime, &"waitUntil".into()) {
+                if let Some(f) = wasm_bindgen::JsCast::dyn_ref::<js_sys::Function>(&wait_until) {
+                    let _ = f.call1(&runtime, &promise);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ pub mod sse;
 pub use ctx::Ctx;
 pub use edgeworks_core::{ApiError, Method, Request, Response};
 pub use env::Env;
-pub use host::{Host, HostClock, HostHttp, HostRng, Level, LocalFuture};
+pub use host::{Host, HostClock, HostHttp, HostRng, Level, LocalFuture, StreamedResponse};
 pub use js::JsHost;
 #[cfg(feature = "streams")]
 pub use js::{SocketHandle, StreamHandle};
