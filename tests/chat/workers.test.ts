@@ -67,9 +67,10 @@ Deno.test("two queue-workers running at once never process the same job", async 
 
 Deno.test("chat-process with a job_id takes exactly that job, once", async () => {
   const user = await createUser();
-  const session = sessionId("process-one");
-  const first = await submitOk(user.token, session, "first, left waiting");
-  const second = await submitOk(user.token, session, "second, processed by id");
+  // Two sessions: within one session the second question waits for the first
+  // (the next test pins that).
+  const first = await submitOk(user.token, sessionId("process-one-a"), "first, left waiting");
+  const second = await submitOk(user.token, sessionId("process-one-b"), "second, processed by id");
   const worker_id = `e2e-process-${crypto.randomUUID().slice(0, 8)}`;
   const r = await invoke(serviceClient(), "chat-process", { body: { job_id: second, worker_id } });
   assertEquals(r.status, 200, JSON.stringify(r.body));
@@ -94,6 +95,18 @@ Deno.test("chat-process with a job_id takes exactly that job, once", async () =>
   });
   assertEquals(unknown.status, 409);
   await drain([first]);
+});
+
+Deno.test("chat-process {job_id} refuses a question whose session has an earlier one unanswered", async () => {
+  const user = await createUser();
+  const session = sessionId("process-in-order");
+  const first = await submitOk(user.token, session, "asked first");
+  const second = await submitOk(user.token, session, "asked second");
+  const early = await callFunction("chat-process", { token: stack.serviceKey, body: { job_id: second } });
+  assertEquals(early.status, 409, JSON.stringify(early.body));
+  assertEquals(early.body.error.code, "job_not_claimable");
+  const views = await drain([first, second]);
+  assertEquals([views.get(first).status, views.get(second).status], ["completed", "completed"]);
 });
 
 Deno.test("chat-process and queue-worker refuse users: 403 service_role_required", async () => {
