@@ -1,5 +1,5 @@
 //! What a function needs from the world, behind one trait: the clock,
-//! randomness, log output, outbound HTTP and timers. The wasm build plugs in
+//! randomness, log output, outbound HTTP, timers and the code sandbox. The wasm build plugs in
 //! the JavaScript host ([`crate::js::JsHost`]); native tests plug in their own
 //! (a fixed clock, a seeded RNG, a TCP client, captured logs), so function
 //! logic runs the same code in both.
@@ -12,6 +12,8 @@ use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Clock, Request, Response, Rng};
 use futures_util::Stream;
+
+use crate::code::{CodeReport, CodeRun};
 
 /// A boxed future that stays on the current thread (wasm is single threaded).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -99,6 +101,13 @@ pub trait Host {
     /// wall clock. A host that cannot gives the work back to run inline.
     fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
         Err(work)
+    }
+    /// Runs untrusted code once in the host's sandbox (see [`crate::code`]).
+    /// `None`: this host has no sandbox (a function whose shim did not install
+    /// one, or a native host); `Some(Err)`: the sandbox failed to run it.
+    fn run_code(&self, run: CodeRun) -> LocalFuture<'static, Option<Result<CodeReport, String>>> {
+        let _ = run;
+        Box::pin(async { None })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The JavaScript host: `Date.now()`, `crypto.getRandomValues`, the console,
-//! `fetch` and `setTimeout`, plus the handles through which the shim pulls a
+//! `fetch`, `setTimeout` and the code sandbox's runner, plus the handles through which the shim pulls a
 //! streamed body and drives a WebSocket session.
 
 #[cfg(feature = "streams")]
@@ -19,6 +19,7 @@ use wasm_bindgen::prelude::*;
 #[cfg(feature = "streams")]
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::code::{CodeReport, CodeRun};
 use crate::fetch::{send_streaming, sleep_ms, FetchClient};
 use crate::host::{Host, Level, LocalFuture, StreamedResponse};
 #[cfg(feature = "streams")]
@@ -32,6 +33,11 @@ extern "C" {
     fn console_log(s: &str);
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(s: &str);
+    /// Installed by a shim that runs code (`installSandbox` in
+    /// supabase/functions/_shared/sandbox.ts): JSON `CodeRun` in, a promise of JSON
+    /// `CodeReport` out. Absent elsewhere, which `catch` turns into an `Err`.
+    #[wasm_bindgen(catch, js_name = __edgeworksRunCode)]
+    fn run_code_js(run: &str) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// The host of the wasm build.
@@ -71,6 +77,26 @@ impl Host for JsHost {
         timeout_ms: u32,
     ) -> LocalFuture<'static, Result<StreamedResponse, TransportError>> {
         Box::pin(send_streaming(req, timeout_ms))
+    }
+
+    fn run_code(&self, run: CodeRun) -> LocalFuture<'static, Option<Result<CodeReport, String>>> {
+        Box::pin(async move {
+            let request = match serde_json::to_string(&run) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(format!("encoding the run: {e}"))),
+            };
+            let promise = run_code_js(&request).ok()?;
+            Some(match wasm_bindgen_futures::JsFuture::from(promise).await {
+                Ok(v) => match v.as_string() {
+                    Some(text) => serde_json::from_str(&text).map_err(|e| format!("decoding the report: {e}")),
+                    None => Err("the sandbox answered something other than JSON text".to_owned()),
+                },
+                Err(e) => Err(format!(
+                    "the sandbox failed: {}",
+                    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+                )),
+            })
+        })
     }
 
     fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {

@@ -4,7 +4,7 @@
 //! It owns the request pipeline ([`serve`]: the shim's `{method, url,
 //! headers, body}` in, CORS, method and body limit, the envelope, one log
 //! line), the handler's context ([`Ctx`]: environment, logger, and the
-//! host's clock, randomness, HTTP and timers behind the [`Host`] trait, so
+//! host's clock, randomness, HTTP, timers and code sandbox behind the [`Host`] trait, so
 //! logic runs natively in tests), replies that are buffered, streamed
 //! ([`sse`]) or WebSocket sessions ([`socket`]), and the raw export macro.
 //! Function crates never see a `JsValue`; they export through
@@ -14,6 +14,7 @@
 //! `fetch` and `serve` may use JavaScript types.
 #![deny(missing_docs)]
 
+pub mod code;
 mod convert;
 pub mod ctx;
 pub mod env;
@@ -26,6 +27,7 @@ mod serve;
 pub mod socket;
 pub mod sse;
 
+pub use code::{CodeError, CodeReport, CodeRun, Language, Outcome};
 pub use ctx::Ctx;
 pub use edgeworks_core::{ApiError, Method, Request, Response};
 pub use env::Env;
