@@ -53,6 +53,9 @@ Deno.test("a script's output, result, stdin and errors come back", () => {
   expectOutcome(e, "error", "js error");
   assertMatch(e.error!.message, /^TypeError/);
   assertEquals(e.error!.line, 3);
+  // The innermost frame's line, not the call's.
+  const nested = runJs("let a = 1;\nfunction f() {\n  throw new RangeError('deep');\n}\nf()");
+  assertEquals(nested.error, { message: "RangeError: deep", line: 3 });
   const p = runPy("a = 1\nb = {}\nb['k']");
   expectOutcome(p, "error", "python error");
   assertEquals(p.error!.message, "KeyError: 'k'");

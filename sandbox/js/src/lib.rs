@@ -194,11 +194,31 @@ fn error_outcome(error: JsError, context: &mut Context) -> Outcome {
         Err(_) => format!("Uncaught {}", error),
     };
     let shown = error.to_string();
-    let line = line_of(&shown).or_else(|| line_of(&text));
+    // The error object's `stack` starts at the innermost frame; boa's own position
+    // for an error created inside a function can be the outermost call's.
+    let stack = error
+        .clone()
+        .into_opaque(context)
+        .ok()
+        .and_then(|v| v.as_object())
+        .and_then(|o| o.get(js_string!("stack"), context).ok())
+        .and_then(|v| v.as_string())
+        .map(|s| s.to_std_string_escaped());
+    let line = stack
+        .as_deref()
+        .and_then(line_of)
+        .or_else(|| line_of(&shown))
+        .or_else(|| line_of(&text));
     // The first line is the message; the rest (boa's backtrace) is noise to a caller.
     let message = text.lines().next().unwrap_or("").trim();
     // boa marks parser errors as raised by native code; the caller's code it was.
-    let message = message.strip_suffix(" (native)").unwrap_or(message).to_owned();
+    let message = message.strip_suffix(" (native)").unwrap_or(message);
+    // The position boa appends is reported as `line` (it can name the wrong frame).
+    let message = match message.rfind(&format!(" ({SCRIPT_NAME}:")) {
+        Some(at) if message.ends_with(')') => &message[..at],
+        _ => message,
+    }
+    .to_owned();
     Outcome::Error { message, line }
 }
 

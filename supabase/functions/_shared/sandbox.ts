@@ -180,3 +180,41 @@ function limitReport(outcome: SandboxOutcome, memory: WebAssembly.Memory, starte
     durationMs: performance.now() - started,
   };
 }
+
+/**
+ * Makes the sandbox modules in `dir` (javascript.wasm, python.wasm) the runner the
+ * function's Rust reaches through crates/runtime (`Host::run_code`): a global
+ * function on the host's side, which no sandboxed script can see (a sandbox
+ * instance imports only its memory). Each module is read and compiled on first use,
+ * once per isolate.
+ */
+export function installSandbox(dir: URL): void {
+  const loaded = new Map<string, Promise<Sandbox>>();
+  const sandbox = (file: string) => {
+    let p = loaded.get(file);
+    if (!p) {
+      p = Sandbox.load(new URL(file, dir));
+      // A failed load is retried by the next run, not cached.
+      p.catch(() => loaded.delete(file));
+      loaded.set(file, p);
+    }
+    return p;
+  };
+  (globalThis as { __edgeworksRunCode?: (run: string) => Promise<string> }).__edgeworksRunCode = async (json) => {
+    const run = JSON.parse(json) as {
+      language: SandboxLanguage;
+      code: string;
+      stdin: string;
+      fuel: number;
+      outputLimit: number;
+    };
+    const sb = await sandbox(run.language === "python" ? "python.wasm" : "javascript.wasm");
+    return JSON.stringify(sb.run({
+      code: run.code,
+      stdin: run.stdin,
+      fuel: run.fuel,
+      outputLimit: run.outputLimit,
+      typescript: run.language === "typescript",
+    }));
+  };
+}
