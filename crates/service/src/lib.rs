@@ -24,7 +24,7 @@ pub use extract::{
     User, UserDb, WebSocketUpgrade,
 };
 pub use limit::rate_limit;
-pub use route::{run, Access, Handler, Route};
+pub use route::{run, Access, Gate, Handler, Route, Verify};
 
 #[doc(hidden)]
 pub use edgeworks_runtime as runtime;

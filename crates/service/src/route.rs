@@ -149,9 +149,34 @@ handler_for_arity!(A, B, C, D, E);
 handler_for_arity!(A, B, C, D, E, G);
 handler_for_arity!(A, B, C, D, E, G, H);
 
+/// Who the caller is, decided at compile time: a public route's wasm then
+/// carries no JWT verification at all. (A runtime `if` would not do: the
+/// await inside it leaves a state in the pipeline's future, and its code is
+/// linked whether or not the branch is ever taken.)
+pub trait Gate {
+    /// The verified caller, or `None` on a public route.
+    fn caller(ctx: &Ctx, req: &Request, access: Access) -> impl Future<Output = Result<Option<Caller>, ApiError>>;
+}
+
+/// `Verify<true>` authenticates, `Verify<false>` (public routes) does not.
+pub struct Verify<const AUTHENTICATE: bool>;
+
+impl Gate for Verify<true> {
+    async fn caller(ctx: &Ctx, req: &Request, access: Access) -> Result<Option<Caller>, ApiError> {
+        let caller = authenticate(ctx, req).await?;
+        access.admit(&caller)?;
+        Ok(Some(caller))
+    }
+}
+
+impl Gate for Verify<false> {
+    async fn caller(_: &Ctx, _: &Request, _: Access) -> Result<Option<Caller>, ApiError> {
+        Ok(None)
+    }
+}
+
 /// The pipeline after the runtime's (which did CORS, method and body limit).
-/// `AUTHENTICATE` is `!route.is_public()`, fixed at compile time by
-/// `export_handler!`.
+/// `AUTHENTICATE` is `!route.is_public()`, fixed by `export_handler!`.
 pub async fn run<const AUTHENTICATE: bool, H, Args>(
     route: Route,
     handler: H,
@@ -160,14 +185,9 @@ pub async fn run<const AUTHENTICATE: bool, H, Args>(
 ) -> Result<Reply, ApiError>
 where
     H: Handler<Args>,
+    Verify<AUTHENTICATE>: Gate,
 {
-    let caller = if AUTHENTICATE {
-        let caller = authenticate(&ctx, &req).await?;
-        route.access.admit(&caller)?;
-        Some(caller)
-    } else {
-        None
-    };
+    let caller = <Verify<AUTHENTICATE> as Gate>::caller(&ctx, &req, route.access).await?;
     let limit = route.limit(ctx.function(), ctx.env().lookup())?;
     let decision = match limit {
         Some(limit) => rate_limit(&ctx, &req, caller.as_ref(), ctx.function(), limit, 1).await?,
