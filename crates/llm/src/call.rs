@@ -23,7 +23,7 @@ use edgeworks_core::http_client::TransportError;
 use edgeworks_core::redact::{redact_patterns, REDACTED};
 use edgeworks_core::{Request, Response};
 
-use crate::chat::{Completion, ProviderError, ProviderErrorKind};
+use crate::chat::{Completion, ConfigError, ProviderError, ProviderErrorKind};
 use crate::gemini::{GeminiClient, GeminiConfig, DEFAULT_TOP_K, DEFAULT_TOP_P};
 use crate::prompt::Conversation;
 use crate::stream::{Delta, SseDecoder};
@@ -135,6 +135,39 @@ impl CallSpec {
     /// shaped) removed and its length bounded.
     pub fn scrub(&self, text: &str) -> String {
         scrub(&self.api_key, text)
+    }
+}
+
+/// A provider base URL from `var`: `https://` anywhere; plain `http://`
+/// only to this machine (the fake servers in tests), since the API key
+/// travels in a header. No query or fragment; the trailing slash dropped.
+pub fn check_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim().trim_end_matches('/');
+    let host_of = |rest: &str| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.starts_with('[') {
+            authority
+                .split_once(']')
+                .map(|(h, _)| format!("{h}]"))
+                .unwrap_or_default()
+        } else {
+            authority.split(':').next().unwrap_or("").to_string()
+        }
+    };
+    let ok = if let Some(rest) = url.strip_prefix("https://") {
+        !host_of(rest).is_empty()
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        matches!(host_of(rest).as_str(), "127.0.0.1" | "localhost" | "[::1]")
+    } else {
+        false
+    };
+    if ok && !url.contains(['?', '#']) {
+        Ok(url.to_string())
+    } else {
+        Err(ConfigError::new(
+            var,
+            "must be an https:// URL (http:// only for 127.0.0.1 or localhost), without query",
+        ))
     }
 }
 

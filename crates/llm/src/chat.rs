@@ -242,7 +242,7 @@ impl From<ConfigError> for ApiError {
 
 /// Reads `name` through `lookup`, treating empty or blank values as unset
 /// (the runtime passes unset secrets as empty strings).
-pub(crate) fn env_var(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+pub fn env_var(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 

@@ -175,36 +175,8 @@ fn normalize_model(raw: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// `https://` anywhere; plain `http://` only to this machine (the fake
-/// server in tests), since the API key travels in a header.
 fn normalize_base_url(raw: &str) -> Result<String, ConfigError> {
-    let url = raw.trim_end_matches('/');
-    let host_of = |rest: &str| {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if authority.starts_with('[') {
-            authority
-                .split_once(']')
-                .map(|(h, _)| format!("{h}]"))
-                .unwrap_or_default()
-        } else {
-            authority.split(':').next().unwrap_or("").to_string()
-        }
-    };
-    let ok = if let Some(rest) = url.strip_prefix("https://") {
-        !host_of(rest).is_empty()
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        matches!(host_of(rest).as_str(), "127.0.0.1" | "localhost" | "[::1]")
-    } else {
-        false
-    };
-    if ok && !url.contains(['?', '#']) {
-        Ok(url.to_string())
-    } else {
-        Err(ConfigError::new(
-            "GEMINI_BASE_URL",
-            "must be an https:// URL (http:// only for 127.0.0.1 or localhost), without query",
-        ))
-    }
+    crate::call::check_base_url("GEMINI_BASE_URL", raw)
 }
 
 /// A Gemini client for one configuration.
