@@ -131,7 +131,6 @@ pub fn present(mut job: Value, timing_src: &Value, now_ms: i64, prior_ms: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgeworks_core::Response;
     use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
 
     const NOW: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -210,6 +209,5 @@ mod tests {
         };
         let e = block_on(status(&db, &q, NOW, 2000)).unwrap_err();
         assert_eq!((e.status(), e.code()), (404, "job_not_found"));
-        let _ = Response::new(200);
     }
 }

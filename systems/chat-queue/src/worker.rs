@@ -234,3 +234,137 @@ fn db_reason(e: &DbError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeworks_db::Db;
+    use edgeworks_llm::offline::OfflineProvider;
+    use edgeworks_queue::{Registry, Worker};
+    use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
+
+    const JOB: &str = "00000000-0000-4000-8000-0000000000aa";
+    const TOKEN: &str = "00000000-0000-4000-8000-0000000000bb";
+
+    fn claimed() -> ClaimedJob {
+        ClaimedJob {
+            id: JOB.into(),
+            queue: QUEUE.into(),
+            kind: KIND.into(),
+            payload: json!({}),
+            priority: 0,
+            attempts: 1,
+            max_attempts: 4,
+            lease_token: TOKEN.into(),
+            lease_expires_at: "2026-01-01T00:02:00+00:00".into(),
+            owner_id: None,
+            created_at: "2026-01-01T00:00:00+00:00".into(),
+        }
+    }
+
+    fn job_row(status: &str) -> String {
+        json!({
+            "id": JOB, "seq": 1, "queue": QUEUE, "kind": KIND, "payload": {}, "priority": 0,
+            "status": status, "attempts": 1, "max_attempts": 4, "backoff_base_ms": 1000,
+            "backoff_cap_ms": 600000, "run_at": "2026-01-01T00:00:01+00:00", "pending_dependencies": 0,
+            "worker_id": null, "lease_token": null, "lease_expires_at": null, "progress": 0, "result": null,
+            "last_error": "x", "dedup_key": null, "owner_id": null, "created_at": "2026-01-01T00:00:00+00:00",
+            "updated_at": "2026-01-01T00:00:00+00:00", "started_at": null, "completed_at": null
+        })
+        .to_string()
+    }
+
+    const CONTEXT: &str = r#"{"field":{"name":"Physics","system_prompt":"You teach {field_name} on {date}."},
+        "question":{"content":"Why is the sky blue?"},"history":[{"role":"user","content":"Hi"}]}"#;
+
+    /// Runs one claimed chat job through the queue's worker against `server` as PostgREST.
+    fn run(server: &FakeServer) -> (JobOutcome, bool) {
+        let settings = Settings::default();
+        let provider = ChatProvider::Offline(OfflineProvider);
+        let db = Db::new(NativeClient, &server.base_url, "service", "service");
+        let registry = Registry::new().register(ChatCompletion {
+            settings: &settings,
+            provider: &provider,
+            today: "2026-01-01",
+        });
+        let worker = Worker::new(&registry, &db, &NativeClient, "w1", 60);
+        block_on(worker.process(&claimed()))
+    }
+
+    fn body(req: &edgeworks_core::Request) -> Value {
+        serde_json::from_slice(&req.body).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn a_question_is_answered_and_stored_under_the_claims_lease() {
+        let server = FakeServer::start(|req, _| match req.url.rsplit('/').next() {
+            Some("chat_job_context") => json_response(200, CONTEXT),
+            Some("chat_complete") => json_response(200, r#"{"message_id":"m1"}"#),
+            other => json_response(404, &format!(r#"{{"message":"unexpected {other:?}"}}"#)),
+        });
+        assert_eq!(run(&server), (JobOutcome::Completed, false));
+        let reqs = server.requests();
+        assert_eq!(
+            reqs.len(),
+            2,
+            "context, then the answer with the job's completion in one call"
+        );
+        let stored = body(&reqs[1]);
+        assert_eq!(stored["p_lease_token"], TOKEN);
+        assert_eq!(stored["p_provider"], "offline");
+        assert!(stored["p_content"].as_str().is_some_and(|c| !c.is_empty()));
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_stored_goes_back_to_the_queue_for_a_retry() {
+        let server = FakeServer::start(|req, _| match req.url.rsplit('/').next() {
+            Some("chat_job_context") => json_response(200, CONTEXT),
+            Some("chat_complete") => json_response(503, r#"{"message":"database restarting"}"#),
+            Some("fail_job") => json_response(200, &job_row("retrying")),
+            other => json_response(404, &format!(r#"{{"message":"unexpected {other:?}"}}"#)),
+        });
+        let (outcome, final_failure) = run(&server);
+        assert!(matches!(outcome, JobOutcome::Retry { .. }), "{outcome:?}");
+        assert!(!final_failure);
+        let failed = body(&server.requests()[2]);
+        assert_eq!(
+            (failed["p_retryable"].clone(), failed["p_lease_token"].clone()),
+            (json!(true), json!(TOKEN))
+        );
+    }
+
+    #[test]
+    fn a_lost_lease_stops_the_job_without_another_write() {
+        let server = FakeServer::start(|_, _| {
+            json_response(
+                400,
+                r#"{"code":"EQ409","message":"lease lost","details":null,"hint":null}"#,
+            )
+        });
+        assert_eq!(run(&server), (JobOutcome::LeaseLost, false));
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    #[test]
+    fn a_template_with_an_unknown_placeholder_fails_for_good_and_is_logged() {
+        let server = FakeServer::start(|req, _| match req.url.rsplit('/').next() {
+            Some("chat_job_context") => json_response(
+                200,
+                r#"{"field":{"system_prompt":"{nope}"},"question":{"content":"q"},"history":[]}"#,
+            ),
+            Some("fail_job") => json_response(200, &job_row("failed")),
+            Some("chat_log_error") => json_response(200, "null"),
+            other => json_response(404, &format!(r#"{{"message":"unexpected {other:?}"}}"#)),
+        });
+        let (outcome, final_failure) = run(&server);
+        assert!(matches!(outcome, JobOutcome::Fail { .. }), "{outcome:?}");
+        assert!(final_failure);
+        let calls: Vec<String> = server
+            .requests()
+            .iter()
+            .map(|r| r.url.rsplit('/').next().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(calls, ["chat_job_context", "fail_job", "chat_log_error"]);
+        assert_eq!(body(&server.requests()[1])["p_retryable"], json!(false));
+    }
+}
