@@ -3,7 +3,8 @@
 //! A blocking HTTP/1.1 client implementing `HttpClient` over std TCP (so
 //! provider clients and the database layer can be exercised natively), and
 //! a local fake server (bound to 127.0.0.1) whose answers a test scripts,
-//! recording every request it received.
+//! recording every request it received; and [`NativeHost`], the runtime's
+//! `Host` for native tests, so a handler runs with a `Ctx` outside wasm.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +17,9 @@ use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Method, Request, Response};
 
 pub use pollster::block_on;
+
+mod host;
+pub use host::NativeHost;
 
 /// Blocking HTTP/1.1 client (http:// only), one connection per request.
 #[derive(Debug, Clone, Copy, Default)]

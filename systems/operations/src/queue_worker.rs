@@ -170,4 +170,87 @@ mod tests {
         accepted.sort_unstable();
         assert_eq!(registered, accepted);
     }
+
+    use edgeworks_core::{Method, Request};
+    use edgeworks_service::Parts;
+    use edgeworks_testkit::{block_on, json_response, FakeServer, NativeHost};
+
+    const NOW: i64 = 1_767_225_600_000;
+
+    /// PostgREST with empty queues: claims find nothing, housekeeping finds nothing.
+    fn empty_queues() -> FakeServer {
+        FakeServer::start(|req, _| match req.url.rsplit('/').next() {
+            Some("claim_jobs") => json_response(200, "[]"),
+            Some("queue_stats") => json_response(
+                200,
+                r#"{"queue":"chat","pending":0,"processing":0,"retrying":0,"completed":0,"failed":0,
+                    "cancelled":0,"blocked":0,"delayed":0,"completed_in_window":0,"avg_processing_ms":null,
+                    "p95_processing_ms":null,"oldest_pending_age_ms":null,"active_workers":0,"window_seconds":3600}"#,
+            ),
+            Some("requeue_expired_leases") => json_response(200, "0"),
+            Some("cleanup_jobs") => json_response(200, r#"{"jobs_deleted":0,"workers_deleted":0}"#),
+            _ => json_response(200, "null"),
+        })
+    }
+
+    fn call(server: &FakeServer, host: &std::rc::Rc<NativeHost>, body: &str) -> Value {
+        let url = server.base_url.clone();
+        let ctx = host.ctx(
+            &[
+                ("SUPABASE_URL", url.as_str()),
+                ("SUPABASE_SERVICE_ROLE_KEY", "service-key"),
+                ("QUEUE_WORKER_MAX_DURATION_MS", "1000"),
+            ],
+            "queue-worker",
+        );
+        let mut req = Request::new(Method::Post, "http://h/functions/v1/queue-worker");
+        req.body = body.as_bytes().to_vec();
+        let parts = Parts::new(req, ctx.clone(), None);
+        block_on(async {
+            use edgeworks_service::FromRequest;
+            let json = Json::<WorkerRequest>::from_request(&parts).await.unwrap();
+            let chat = Settings::<ChatSetup>::from_request(&parts).await.unwrap();
+            let db = ServiceDb::from_request(&parts).await.unwrap();
+            handle(ServiceRole, chat, json, db, ctx).await.unwrap().0
+        })
+    }
+
+    #[test]
+    fn the_seed_default_duration_is_clamped_to_the_wall_clock_budget() {
+        let server = empty_queues();
+        let host = NativeHost::at(NOW);
+        let out = call(&server, &host, "{}");
+        assert_eq!(out["max_duration_ms"], 1000);
+        assert_eq!(out["max_duration_clamped"]["requested_ms"], 300_000);
+        assert_eq!(out["jobs_processed"], 0);
+        let claims: Vec<Value> = server
+            .requests()
+            .iter()
+            .filter(|r| r.url.ends_with("/claim_jobs"))
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        assert_eq!(claims.len(), 1, "batch mode stops at the first empty claim");
+        let mut kinds: Vec<String> = serde_json::from_value(claims[0]["p_kinds"].clone()).unwrap();
+        kinds.sort();
+        let mut registered: Vec<&str> = JOB_KINDS.to_vec();
+        registered.sort_unstable();
+        assert_eq!(kinds, registered, "one claim across every registered kind");
+    }
+
+    #[test]
+    fn continuous_mode_idles_on_the_hosts_clock_until_the_budget_ends() {
+        let server = empty_queues();
+        let host = NativeHost::at(NOW);
+        let out = call(&server, &host, r#"{"continuous": true, "max_duration_ms": 900}"#);
+        assert_eq!(out["continuous"], true);
+        let claims = server
+            .requests()
+            .iter()
+            .filter(|r| r.url.ends_with("/claim_jobs"))
+            .count();
+        assert!(claims > 1, "it polled again after idling ({claims} claims)");
+        // The idle sleeps passed on the host's clock: the run ends when the
+        // budget (900 ms, less its margin of half) has elapsed there.
+        assert!(out["processing_time_ms"].as_u64().is_some_and(|ms| ms >= 450), "{out}");
+    }
 }
