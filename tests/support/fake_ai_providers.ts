@@ -20,6 +20,7 @@
 //   [fake hang_after=2]               two chunks, then silence until the client goes away
 //   [fake wait=300]                   wait before answering
 //   [fake tag=abc]                    a label to find the request by
+//   [fake mistral:status=503]         a directive for one provider only (fallback tests)
 //
 // A key starting with "bad-" is refused with the provider's 401 body. Controls on every server:
 //   GET /__requests[?tag=]  the requests received (provider, path, key, body, tag, aborted)
@@ -63,10 +64,13 @@ interface Directives {
   tag: string | null;
 }
 
-function directives(text: string): Directives {
+function directives(text: string, provider: ProviderName): Directives {
   const d: Directives = { chunks: 3, delay: 5, prompt: 17, no_usage: false, wait: 0, tag: null };
   for (const m of text.matchAll(/\[fake ([^\]]*)\]/g)) {
-    for (const part of m[1].trim().split(/\s+/)) {
+    for (const scoped of m[1].trim().split(/\s+/)) {
+      const colon = scoped.indexOf(":");
+      if (colon > 0 && PROVIDERS.includes(scoped.slice(0, colon) as ProviderName) && scoped.slice(0, colon) !== provider) continue;
+      const part = colon > 0 && PROVIDERS.includes(scoped.slice(0, colon) as ProviderName) ? scoped.slice(colon + 1) : scoped;
       const [k, v] = part.split("=");
       if (k === "no_usage") d.no_usage = true;
       else if (k === "tag") d.tag = v ?? null;
@@ -261,7 +265,7 @@ function startOne(provider: ProviderName, port: number, log: Recorded[]): Deno.H
       stream = m?.[2] === "streamGenerateContent" && url.searchParams.get("alt") === "sse";
     }
     const key = keyOf(provider, req.headers);
-    const d = directives(lastUserText(provider, body));
+    const d = directives(lastUserText(provider, body), provider);
     const headers: Record<string, string> = {};
     req.headers.forEach((v, k) => (headers[k] = v));
     const rec: Recorded = { provider, path: url.pathname + url.search, key, headers, body, tag: d.tag, stream, aborted: false, finished: false };

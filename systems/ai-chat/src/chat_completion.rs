@@ -37,6 +37,9 @@ const KEEP_ALIVE_MS: u32 = 15_000;
 const RESUME_POLL_MS: u32 = 200;
 /// A producer silent this long is gone (its isolate ended).
 const PRODUCER_LOST_MS: i64 = 30_000;
+/// Settlement comes just before the last event is saved; a settled stream
+/// without its last event is waited for this long.
+const FINISH_GRACE_MS: i64 = 3_000;
 
 input! {
     /// `POST /stop`.
@@ -349,6 +352,7 @@ async fn complete(
         db,
         message_id: begun.message_id.clone(),
         stream_id: begun.stream_id.clone(),
+        log: Some(ctx.log().clone()),
     };
     if !stream {
         let answer = answer_buffered(ctx.host().as_ref(), &attempts, &conversation).await;
@@ -451,7 +455,7 @@ async fn resume(user: &User, db: Db<HostHttp>, ctx: &Ctx, stream_id: String, aft
                     return Some((futures_util::stream::iter(batch), st));
                 }
                 let finished = page.status != "streaming";
-                if finished || page.silent_ms > PRODUCER_LOST_MS {
+                if (finished && page.silent_ms > FINISH_GRACE_MS) || page.silent_ms > PRODUCER_LOST_MS {
                     // Nothing more will come: say so once and end.
                     st.ended = true;
                     let e = edgeworks_runtime::Event::json(&json!({

@@ -185,6 +185,9 @@ pub struct DbLedger<C: HttpClient> {
     pub message_id: String,
     /// Its stream log (streams only).
     pub stream_id: String,
+    /// Where a failed save is reported (the producer carries on and saves
+    /// the same events again on its next flush).
+    pub log: Option<edgeworks_runtime::Logger>,
 }
 
 #[derive(Deserialize)]
@@ -199,15 +202,25 @@ impl<C: HttpClient> Ledger for DbLedger<C> {
         content: Option<&'a str>,
     ) -> LocalFuture<'a, Result<bool, ApiError>> {
         Box::pin(async move {
-            let ack: SaveAck = self
+            let saved: Result<SaveAck, DbError> = self
                 .db
                 .rpc(
                     "ai_stream_append",
                     &json!({ "p_stream": self.stream_id, "p_events": events, "p_content": content }),
                 )
-                .await
-                .map_err(map_error)?;
-            Ok(ack.stop_requested)
+                .await;
+            match saved {
+                Ok(ack) => Ok(ack.stop_requested),
+                Err(e) => {
+                    if let Some(log) = &self.log {
+                        log.warn(
+                            "stream save failed; retrying on the next flush",
+                            json!({ "stream_id": self.stream_id, "error": e.message(), "events": events.len() }),
+                        );
+                    }
+                    Err(map_error(e))
+                }
+            }
         })
     }
 
