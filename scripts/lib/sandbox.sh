@@ -30,9 +30,8 @@ ew_build_sandbox() {
   for lang in javascript python; do
     crate="edgeworks_sandbox_$([ "$lang" = javascript ] && echo js || echo python)"
     out="$root/$EW_SANDBOX_OUT/$lang.wasm"
-    "$fuel" "$wasm_dir/$crate.wasm" "$out" --max-memory-mib "$EW_SANDBOX_MEMORY_MIB" --meter-calls 2>/dev/null \
-      || "$fuel" "$wasm_dir/$crate.wasm" "$out" --max-memory-mib "$EW_SANDBOX_MEMORY_MIB" --meter-calls \
-      || ew_die "sandbox-fuel refused $crate.wasm"
+    "$fuel" "$wasm_dir/$crate.wasm" "$out" --language "$lang" --max-memory-mib "$EW_SANDBOX_MEMORY_MIB" \
+      --meter-calls 2>/dev/null || ew_die "sandbox-fuel refused $crate.wasm (run it by hand to see why)"
     printf '%-22s %12d %12d\n' "$lang" "$(wc -c < "$out")" "$(gzip -9 -c "$out" | wc -c)"
   done
   echo

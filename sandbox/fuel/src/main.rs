@@ -1,4 +1,4 @@
-//! `sandbox-fuel IN.wasm OUT.wasm --max-memory-mib N [--meter-calls] [--keep-names]`
+//! `sandbox-fuel IN.wasm OUT.wasm --language L --max-memory-mib N [--meter-calls] [--keep-names]`
 //!
 //! Makes an interpreter module stoppable from outside without any cooperation from the
 //! interpreter: every loop header in every function (and, with `--meter-calls`, every
@@ -35,6 +35,8 @@ struct Args {
     keep_names: bool,
     /// Also spend fuel at every function entry (see `meter`).
     meter_calls: bool,
+    /// The language the module runs, recorded for the host.
+    language: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,9 +44,12 @@ fn parse_args() -> Result<Args, String> {
     let mut max_memory_mib = None;
     let mut keep_names = false;
     let mut meter_calls = false;
+    let mut language = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        if arg == "--meter-calls" {
+        if arg == "--language" {
+            language = Some(it.next().ok_or("--language needs a value")?);
+        } else if arg == "--meter-calls" {
             meter_calls = true;
         } else if arg == "--keep-names" {
             keep_names = true;
@@ -55,14 +60,17 @@ fn parse_args() -> Result<Args, String> {
             positional.push(arg);
         }
     }
-    let [input, output] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: sandbox-fuel IN.wasm OUT.wasm --max-memory-mib N [--keep-names]".to_string())?;
+    let [input, output] = <[String; 2]>::try_from(positional).map_err(|_| {
+        "usage: sandbox-fuel IN.wasm OUT.wasm --language L --max-memory-mib N [--meter-calls] [--keep-names]"
+            .to_string()
+    })?;
     Ok(Args {
         input,
         output,
         max_memory_mib: max_memory_mib.ok_or("--max-memory-mib is required")?,
         keep_names,
         meter_calls,
+        language: language.ok_or("--language is required")?,
     })
 }
 
@@ -177,7 +185,11 @@ fn run(args: &Args) -> Result<String, String> {
     // WebAssembly.Module.customSections(module, "edgeworks.sandbox").
     module.customs.add(walrus::RawCustomSection {
         name: "edgeworks.sandbox".into(),
-        data: format!(r#"{{"memory_initial_pages":{initial},"memory_maximum_pages":{max_pages}}}"#).into_bytes(),
+        data: format!(
+            r#"{{"language":"{}","memory_initial_pages":{initial},"memory_maximum_pages":{max_pages}}}"#,
+            args.language
+        )
+        .into_bytes(),
     });
 
     // Only the interface stays exported (the guest's `#[no_mangle]` helpers, such as

@@ -73,6 +73,7 @@ export class Sandbox {
   readonly bytes: number;
   #pages: { initial: number; maximum: number };
   #memory: WebAssembly.Memory | null = null;
+  #abortHint: string;
 
   constructor(module: WebAssembly.Module, bytes: number) {
     this.module = module;
@@ -82,6 +83,11 @@ export class Sandbox {
     if (!section) throw new Error("not a sandbox module (no edgeworks.sandbox section)");
     const info = JSON.parse(decoder.decode(section));
     this.#pages = { initial: info.memory_initial_pages, maximum: info.memory_maximum_pages };
+    // An abort with no flag set has one known cause in RustPython on 32-bit wasm:
+    // reference counts have 15 bits (sandbox/python/src/lib.rs).
+    this.#abortHint = info.language === "python"
+      ? " (the usual cause: more than 32767 live references to one object, e.g. 32767 live ints)"
+      : "";
   }
 
   /** Reads and compiles a sandbox module (with Deno.readFile: the hosted runtime has no fetch of its bundle). */
@@ -150,7 +156,7 @@ export class Sandbox {
         ? "Maximum call stack size exceeded"
         : panic
         ? `the interpreter stopped: ${panic}`
-        : `the interpreter stopped: ${trap instanceof Error ? trap.message : String(trap)}`;
+        : `the interpreter aborted${this.#abortHint}`;
       error = { message: `InternalError: ${why}`, line: null };
     }
     return {
