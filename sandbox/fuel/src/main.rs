@@ -133,6 +133,19 @@ fn meter(func: &mut LocalFunction, fuel: GlobalId, calls: bool) -> usize {
 
 fn run(args: &Args) -> Result<String, String> {
     let bytes = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input))?;
+    let (out, metered) = instrument(&bytes, args)?;
+    std::fs::write(&args.output, &out).map_err(|e| format!("{}: {e}", args.output))?;
+    Ok(format!(
+        "{}: {} loop headers and function entries metered, memory ceiling {} MiB, {} bytes",
+        args.output,
+        metered,
+        args.max_memory_mib,
+        out.len()
+    ))
+}
+
+/// The pass itself: the instrumented module and how many checks it got.
+fn instrument(bytes: &[u8], args: &Args) -> Result<(Vec<u8>, usize), String> {
     let mut config = ModuleConfig::new();
     config
         .generate_name_section(args.keep_names)
@@ -222,15 +235,7 @@ fn run(args: &Args) -> Result<String, String> {
     for id in custom {
         module.customs.delete(id);
     }
-    let out = module.emit_wasm();
-    std::fs::write(&args.output, &out).map_err(|e| format!("{}: {e}", args.output))?;
-    Ok(format!(
-        "{}: {} loop headers metered, memory ceiling {} MiB, {} bytes",
-        args.output,
-        metered,
-        args.max_memory_mib,
-        out.len()
-    ))
+    Ok((module.emit_wasm(), metered))
 }
 
 fn main() -> ExitCode {
@@ -243,5 +248,83 @@ fn main() -> ExitCode {
             eprintln!("sandbox-fuel: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walrus::{FunctionBuilder, Module};
+
+    fn args() -> Args {
+        Args {
+            input: "in.wasm".into(),
+            output: "out.wasm".into(),
+            max_memory_mib: 2,
+            keep_names: false,
+            meter_calls: true,
+            language: "javascript".into(),
+        }
+    }
+
+    /// A module shaped like a sandbox: a memory, the interface's exports, and
+    /// `sandbox_run` with a loop inside a block.
+    fn sandbox_like(import_something: bool) -> Vec<u8> {
+        let mut m = Module::default();
+        let memory = m.memories.add_local(false, false, 1, None, None);
+        m.exports.add("memory", memory);
+        if import_something {
+            let ty = m.types.add(&[], &[]);
+            m.add_import_func("env", "now", ty);
+        }
+        let mut run = FunctionBuilder::new(&mut m.types, &[], &[]);
+        run.func_body().block(None, |b| {
+            b.loop_(None, |l| {
+                let id = l.id();
+                l.br(id);
+            });
+        });
+        let run = run.finish(vec![], &mut m.funcs);
+        for name in ["sandbox_run", "sandbox_report", "sandbox_input"] {
+            m.exports.add(name, run);
+        }
+        m.emit_wasm()
+    }
+
+    #[test]
+    fn every_loop_and_function_entry_gets_a_check_and_fuel_is_exported() {
+        let (out, metered) = instrument(&sandbox_like(false), &args()).unwrap();
+        assert_eq!(metered, 2, "one loop and one function entry");
+        let m = Module::from_buffer(&out).unwrap();
+        let mut exports: Vec<_> = m.exports.iter().map(|e| e.name.as_str()).collect();
+        exports.sort();
+        assert_eq!(
+            exports,
+            ["fuel", "memory", "sandbox_input", "sandbox_report", "sandbox_run"]
+        );
+        let imports: Vec<_> = m.imports.iter().map(|i| format!("{}.{}", i.module, i.name)).collect();
+        assert_eq!(imports, ["sandbox.memory"]);
+        let memory = m.memories.iter().next().unwrap();
+        assert_eq!(memory.maximum, Some(32), "2 MiB in 64 KiB pages");
+        assert!(m.customs.iter().any(|(_, c)| c.name() == "edgeworks.sandbox"));
+    }
+
+    #[test]
+    fn a_module_that_imports_anything_is_refused() {
+        let e = instrument(&sandbox_like(true), &args()).unwrap_err();
+        assert!(e.contains("env.now"), "{e}");
+    }
+
+    #[test]
+    fn a_memory_ceiling_below_the_module_start_is_refused() {
+        let e = instrument(
+            &sandbox_like(false),
+            &Args {
+                max_memory_mib: 0,
+                ..args()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("above the 0 MiB ceiling"), "{e}");
     }
 }
