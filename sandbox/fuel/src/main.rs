@@ -150,7 +150,7 @@ fn instrument(bytes: &[u8], args: &Args) -> Result<(Vec<u8>, usize), String> {
     config
         .generate_name_section(args.keep_names)
         .generate_producers_section(false);
-    let mut module = config.parse(&bytes).map_err(|e| format!("{}: {e}", args.input))?;
+    let mut module = config.parse(bytes).map_err(|e| format!("{}: {e}", args.input))?;
 
     let imports: Vec<String> = module
         .imports
