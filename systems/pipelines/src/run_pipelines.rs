@@ -7,7 +7,7 @@
 //!   nothing follows it), or resumes a failed or cancelled one after its
 //!   last finished step.
 //! * `GET ?run_id=` (its owner): the run and its steps' history.
-//! * `GET` (service role, the scheduler): runs due pipeline jobs in batches
+//! * `GET` (service role; the scheduler POSTs `{}`): runs due pipeline jobs in batches
 //!   until none is due or the time budget (`max_duration_ms`, at most
 //!   `QUEUE_WORKER_MAX_DURATION_MS` or 120 s) is spent.
 
@@ -82,7 +82,8 @@ pub async fn handle(
         (Some(a), _, _) => a.as_str(),
         (None, Some(_), _) => "start",
         (None, None, Some(_)) => "status",
-        (None, None, None) if service && req.method == Method::Get => "batch",
+        // The scheduler POSTs (pg_net, the local gateway); the seed's clients GET.
+        (None, None, None) if service => "batch",
         _ => {
             return Err(ApiError::unprocessable(
                 "request failed validation",
