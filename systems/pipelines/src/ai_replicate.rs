@@ -24,7 +24,7 @@ use edgeworks_db::Db;
 use edgeworks_input::validate::{Field, Schema, Validate};
 use edgeworks_queue::{ClaimedJob, JobContext, JobHandler, JobOutcome, RetryPolicy};
 use edgeworks_runtime::{Ctx, HostHttp};
-use edgeworks_service::{authenticate, service_db, Access, Route, Settings};
+use edgeworks_service::{authenticate, rate_limit, service_db, Access, Route, Settings};
 
 use crate::Incoming;
 use serde::Deserialize;
@@ -37,6 +37,10 @@ use crate::tokens::map_db_error;
 /// Public: Replicate's webhook carries no JWT. User actions authenticate in
 /// the handler.
 pub const ROUTE: Route = Route::new(&[Method::Get, Method::Post]).access(Access::Public);
+
+/// Creating predictions costs money: per user, 20 burst, one every 20 s
+/// (`RATE_LIMIT_AI_REPLICATE` overrides). Webhooks are not limited.
+const CREATE_LIMIT: Route = Route::new(&[Method::Post]).rate_limit("20/0.05");
 
 /// The bucket outputs are copied into.
 pub const BUCKET: &str = "generated-content";
@@ -100,6 +104,9 @@ pub async fn handle(
         .map_err(|e| ApiError::new(422, "validation_failed", format!("options: {e}")))?;
     let input = replicate::video_input(&options)?;
     let token = settings.token()?;
+    if let Some(limit) = CREATE_LIMIT.limit(ctx.function(), ctx.env().lookup())? {
+        rate_limit(&ctx, &req, Some(&caller), ctx.function(), limit, 1).await?;
+    }
     let resp = ctx
         .http()
         .send(
