@@ -601,7 +601,10 @@ export interface S3ProxyConfig {
 function withCors(h: Headers): Headers {
   h.set("access-control-allow-origin", "*");
   // Browsers completing a multipart upload need each part's ETag.
-  h.set("access-control-expose-headers", "etag, content-length, content-range, x-amz-request-id, x-amz-version-id");
+  h.set(
+    "access-control-expose-headers",
+    "etag, content-length, content-range, x-amz-request-id, x-amz-version-id, x-amz-checksum-sha256",
+  );
   return h;
 }
 
@@ -722,6 +725,25 @@ function copySource(headers: Headers): { bucket: string; key: string } {
 function copyRangeLength(headers: Headers): number | null {
   const m = /^bytes=(\d+)-(\d+)$/.exec(headers.get("x-amz-copy-source-range") ?? "");
   return m ? Number(m[2]) - Number(m[1]) + 1 : null;
+}
+
+const CHECKSUM_SHA256 = "x-amz-checksum-sha256";
+
+/** 400 InvalidRequest for a malformed x-amz-checksum-sha256, 400 BadDigest for one the body does not have (S3's answers). */
+export async function checkSha256(body: Uint8Array<ArrayBuffer>, declared: string): Promise<void> {
+  let bytes: Uint8Array;
+  try {
+    bytes = Uint8Array.from(atob(declared.trim()), (c) => c.charCodeAt(0));
+  } catch {
+    bytes = new Uint8Array();
+  }
+  if (bytes.length !== 32) {
+    throw new S3Failure(400, "InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.");
+  }
+  const actual = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  if (!actual.every((b, i) => b === bytes[i])) {
+    throw new S3Failure(400, "BadDigest", "The SHA256 you specified did not match the calculated checksum.");
+  }
 }
 
 /** Part numbers named in a CompleteMultipartUpload body. */
@@ -847,15 +869,21 @@ export function s3Proxy(config: S3ProxyConfig, prefix: string): (req: Request) =
         maxBodyBytes: bodyLimit,
       });
 
+      // S3 verifies a body against the x-amz-checksum-sha256 it declares; s3s-fs
+      // does so for PutObject but not for UploadPart, so the gateway checks both.
+      const checksum = req.headers.get(CHECKSUM_SHA256);
+      const checksummed = checksum !== null && (op.kind === "put-object" || (op.kind === "upload-part" && !op.copy));
       let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = null;
       if (req.method !== "GET" && req.method !== "HEAD") {
         // Streamed when its length is known; s3s-fs (like S3) refuses a header-signed
         // upload without Content-Length, so a chunked one is read to give it one.
         // A completion's part list is read: its sizes are summed before storing.
+        // A checksummed body is read to be hashed before anything is stored.
         if (verified.body) body = verified.body;
-        else if (declared !== null && op.kind !== "complete-multipart") body = req.body;
+        else if (declared !== null && op.kind !== "complete-multipart" && !checksummed) body = req.body;
         else body = await readBody(req, bodyLimit);
       }
+      if (checksummed) await checkSha256(body instanceof Uint8Array ? body : new Uint8Array(), checksum!);
       const size = body instanceof Uint8Array ? body.length : declared;
 
       if (op.kind === "copy-object" || (op.kind === "upload-part" && op.copy)) {
@@ -906,6 +934,7 @@ export function s3Proxy(config: S3ProxyConfig, prefix: string): (req: Request) =
       }
       const out = new Headers(resp.headers);
       for (const h of HOP_BY_HOP) out.delete(h);
+      if (checksummed && resp.ok && !out.has(CHECKSUM_SHA256)) out.set(CHECKSUM_SHA256, checksum!);
       return new Response(resp.body, { status: resp.status, statusText: resp.statusText, headers: withCors(out) });
     } catch (e) {
       if (e instanceof S3Failure) return errorResponse(e, url.pathname);
