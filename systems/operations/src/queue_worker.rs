@@ -30,7 +30,12 @@ const IDLE_SLEEP_MIN_MS: u32 = 100;
 const IDLE_SLEEP_MAX_MS: u32 = 2_000;
 
 /// Every job kind this worker runs, registered by its system.
-pub const JOB_KINDS: &[&str] = &[edgeworks_chat_queue::KIND, "queue_housekeeping"];
+pub const JOB_KINDS: &[&str] = &[
+    edgeworks_chat_queue::KIND,
+    "queue_housekeeping",
+    "upload_parse",
+    "upload_embed",
+];
 
 /// POST, service role.
 pub const ROUTE: Route = Route::new(&[Method::Post]).access(Access::Service);
@@ -61,7 +66,11 @@ impl Validate for WorkerRequest {
 
 /// The registry: one line per system's job kind.
 fn registry<'a>(chat: &'a ChatSetup, today: &'a str) -> Registry<'a, HostHttp> {
-    Registry::new().register(chat.handler(today)).register(Housekeeping)
+    Registry::new()
+        .register(chat.handler(today))
+        .register(Housekeeping)
+        .register(edgeworks_uploads::UploadParse)
+        .register(edgeworks_uploads::UploadEmbed)
 }
 
 /// The handler.
