@@ -144,3 +144,14 @@ ew_ensure_wal2json() {
       || ew_die "could not install postgresql-$PG_MAJOR-wal2json"
   fi
 }
+
+# Chromium for the upload client's browser test (driven by npm playwright-core
+# through executablePath; no browser download). Debian's build, pinned by the
+# release's archive.
+ew_ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    ew_log "installing chromium (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+      || ew_die "could not install chromium"
+  fi
+}
