@@ -79,7 +79,9 @@ Deno.test({
     await page.waitForFunction(() => document.getElementById("status")!.textContent === "completed", null, {
       timeout: 20_000,
     });
-    const dir = `${Deno.env.get("EDGEWORKS_STATE_DIR") ?? "/tmp"}/artifacts`;
+    // Outside the stack's state directory, which scripts/test removes.
+    const dir = Deno.env.get("EDGEWORKS_ARTIFACTS_DIR") ??
+      `${Deno.env.get("HOME") ?? "/tmp"}/.cache/edgeworks/artifacts`;
     await Deno.mkdir(dir, { recursive: true });
     const shot = `${dir}/upload-client-browser.png`;
     await page.screenshot({ path: shot, fullPage: true });
