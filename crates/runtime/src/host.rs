@@ -102,6 +102,17 @@ pub trait Host {
     fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
         Err(work)
     }
+    /// Opens an outbound WebSocket (a Realtime subscription) and resolves
+    /// once it is open. Dropping the socket closes it. Hosts without
+    /// outbound sockets refuse.
+    fn connect_websocket(
+        &self,
+        url: &str,
+        protocols: &[String],
+    ) -> LocalFuture<'static, Result<crate::socket::WebSocket, TransportError>> {
+        let _ = (url, protocols);
+        Box::pin(async { Err(TransportError::Network("this host has no outbound WebSockets".into())) })
+    }
     /// Runs untrusted code once in the host's sandbox (see [`crate::code`]).
     /// `None`: this host has no sandbox (a function whose shim did not install
     /// one, or a native host); `Some(Err)`: the sandbox failed to run it.

@@ -99,6 +99,16 @@ impl Host for JsHost {
         })
     }
 
+    #[cfg(feature = "streams")]
+    fn connect_websocket(
+        &self,
+        url: &str,
+        protocols: &[String],
+    ) -> LocalFuture<'static, Result<WebSocket, TransportError>> {
+        let (url, protocols) = (url.to_string(), protocols.to_vec());
+        Box::pin(async move { outbound::connect(&url, &protocols).await })
+    }
+
     fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
         let promise = wasm_bindgen_futures::future_to_promise(async move {
             work.await;
@@ -231,5 +241,144 @@ impl SocketHandle {
         if let Some(feed) = self.feed.borrow().as_ref() {
             feed.closed(CloseFrame { code, reason });
         }
+    }
+}
+
+#[cfg(feature = "streams")]
+/// Outbound WebSockets through the global `WebSocket` (Deno's), driven the
+/// same way as the upgraded ones: frames feed a [`SocketFeed`], sends and the
+/// close go through the JS socket.
+mod outbound {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use std::future::poll_fn;
+    use std::task::{Poll, Waker};
+
+    use edgeworks_core::http_client::TransportError;
+    use js_sys::{Array, Function, Reflect, Uint8Array};
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+
+    use crate::socket::{CloseFrame, Message, Outgoing, WebSocket};
+
+    const HANDLERS: [&str; 4] = ["onopen", "onmessage", "onclose", "onerror"];
+
+    /// Owns the JS socket and its handlers. Dropped (the Rust side is done),
+    /// it detaches the handlers first, so JS never calls a freed closure,
+    /// then closes the socket.
+    struct Guard {
+        socket: JsValue,
+        _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for h in HANDLERS {
+                let _ = Reflect::set(&self.socket, &h.into(), &JsValue::NULL);
+            }
+            if let Ok(close) = Reflect::get(&self.socket, &"close".into()).and_then(|f| f.dyn_into::<Function>()) {
+                let _ = close.call0(&self.socket);
+            }
+        }
+    }
+
+    fn call(target: &JsValue, method: &str, args: &[JsValue]) {
+        if let Ok(f) = Reflect::get(target, &method.into()).and_then(|f| f.dyn_into::<Function>()) {
+            let _ = f.apply(target, &args.iter().collect::<Array>());
+        }
+    }
+
+    /// Whether the socket opened, once known, and who waits for it.
+    #[derive(Default)]
+    struct Opening {
+        outcome: Option<Result<(), String>>,
+        waker: Option<Waker>,
+    }
+
+    fn settle(o: &RefCell<Opening>, outcome: Result<(), String>) {
+        let mut o = o.borrow_mut();
+        if o.outcome.is_none() {
+            o.outcome = Some(outcome);
+            if let Some(w) = o.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub async fn connect(url: &str, protocols: &[String]) -> Result<WebSocket, TransportError> {
+        let fail = |e: JsValue| TransportError::Network(e.as_string().unwrap_or_else(|| "WebSocket failed".into()));
+        let ctor: Function = Reflect::get(&js_sys::global(), &"WebSocket".into())
+            .and_then(|c| c.dyn_into())
+            .map_err(fail)?;
+        let list: Array = protocols.iter().map(|p| JsValue::from_str(p)).collect();
+        let socket = Reflect::construct(&ctor, &Array::of2(&JsValue::from_str(url), &list)).map_err(fail)?;
+        let _ = Reflect::set(&socket, &"binaryType".into(), &"arraybuffer".into());
+
+        let opened_tx = Rc::new(RefCell::new(Opening::default()));
+        let feed_slot: Rc<RefCell<Option<crate::socket::SocketFeed>>> = Rc::new(RefCell::new(None));
+
+        let tx = opened_tx.clone();
+        let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| settle(&tx, Ok(())));
+        let feed = feed_slot.clone();
+        let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let data = Reflect::get(&ev, &"data".into()).unwrap_or(JsValue::UNDEFINED);
+            let m = match data.as_string() {
+                Some(s) => Message::Text(s),
+                None => Message::Binary(Uint8Array::new(&data).to_vec()),
+            };
+            if let Some(f) = feed.borrow().as_ref() {
+                f.push(m);
+            }
+        });
+        let feed = feed_slot.clone();
+        let tx = opened_tx.clone();
+        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let code = Reflect::get(&ev, &"code".into())
+                .ok()
+                .and_then(|c| c.as_f64())
+                .unwrap_or(1006.0) as u16;
+            let reason = Reflect::get(&ev, &"reason".into())
+                .ok()
+                .and_then(|r| r.as_string())
+                .unwrap_or_default();
+            settle(&tx, Err(format!("closed before opening ({code})")));
+            if let Some(f) = feed.borrow().as_ref() {
+                f.closed(CloseFrame { code, reason });
+            }
+        });
+        let tx = opened_tx.clone();
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_| settle(&tx, Err("connection failed".into())));
+        for (name, h) in HANDLERS.iter().zip([&on_open, &on_message, &on_close, &on_error]) {
+            let _ = Reflect::set(&socket, &(*name).into(), h.as_ref().unchecked_ref());
+        }
+        let guard = Rc::new(Guard {
+            socket: socket.clone(),
+            _handlers: vec![on_open, on_message, on_close, on_error],
+        });
+        let out_guard = guard.clone();
+        let out = Rc::new(move |o: Outgoing| {
+            let s = &out_guard.socket;
+            match o {
+                Outgoing::Message(Message::Text(t)) => call(s, "send", &[JsValue::from_str(&t)]),
+                Outgoing::Message(Message::Binary(b)) => call(s, "send", &[Uint8Array::from(b.as_slice()).into()]),
+                Outgoing::Close(f) => call(s, "close", &[f.code.into(), JsValue::from_str(&f.reason)]),
+            }
+        });
+        let (ws, feed) = WebSocket::pair(out);
+        *feed_slot.borrow_mut() = Some(feed);
+        drop(guard);
+        let outcome = poll_fn(|cx| {
+            let mut o = opened_tx.borrow_mut();
+            match o.outcome.take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    o.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        outcome.map(|()| ws).map_err(TransportError::Network)
     }
 }
