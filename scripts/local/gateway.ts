@@ -223,6 +223,67 @@ async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo):
   }
 }
 
+const HANDSHAKE_HEADERS = [
+  "upgrade", "connection", "host", "sec-websocket-key", "sec-websocket-version",
+  "sec-websocket-extensions", "sec-websocket-protocol", "content-length",
+];
+
+/**
+ * A WebSocket to a function (Supabase relays them to functions): the gateway
+ * opens its own socket to the function with the client's subprotocols and
+ * headers, upgrades the client with the protocol the function chose, and
+ * relays frames and closes both ways. A function that refuses the upgrade is
+ * asked again over plain HTTP, so the client gets its status and envelope.
+ */
+async function relayWebSocket(req: Request, target: string, info: Deno.ServeHandlerInfo): Promise<Response> {
+  const headers = new Headers(req.headers);
+  for (const h of [...HANDSHAKE_HEADERS, ...CLIENT_ADDRESS_HEADERS]) headers.delete(h);
+  const client = (info.remoteAddr as Deno.NetAddr).hostname;
+  headers.set("x-forwarded-for", client);
+  headers.set("x-real-ip", client);
+  const protocols = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim()).filter(Boolean);
+  const upstream = new WebSocket(target.replace(/^http/, "ws"), { protocols, headers } as unknown as string[]);
+  upstream.binaryType = "arraybuffer";
+  const early: (string | ArrayBuffer)[] = [];
+  upstream.onmessage = (e) => early.push(e.data);
+  const opened = await new Promise<boolean>((resolve) => {
+    upstream.onopen = () => resolve(true);
+    upstream.onerror = () => resolve(false);
+    upstream.onclose = () => resolve(false);
+  });
+  if (!opened) {
+    const refusal = await forward(req, target, info);
+    if (refusal.status === 101) {
+      await refusal.body?.cancel();
+      return envelope(502, "upstream_unavailable", "the function accepted the upgrade only on the second try");
+    }
+    return refusal;
+  }
+  const { socket, response } = Deno.upgradeWebSocket(req, upstream.protocol ? { protocol: upstream.protocol } : {});
+  socket.binaryType = "arraybuffer";
+  // 1005/1006 describe a close, they cannot be sent in one.
+  const code = (c: number) => (c === 1000 || (c >= 3000 && c <= 4999) || (c >= 1001 && c <= 1014 && c !== 1005 && c !== 1006) ? c : 1000);
+  const closeBoth = (c: number, reason: string) => {
+    for (const s of [socket, upstream]) {
+      if (s.readyState === WebSocket.OPEN || s.readyState === WebSocket.CONNECTING) {
+        try {
+          s.close(code(c), reason);
+        } catch { /* already closing */ }
+      }
+    }
+  };
+  socket.onopen = () => {
+    for (const m of early.splice(0)) socket.send(m);
+    upstream.onmessage = (e) => socket.readyState === WebSocket.OPEN && socket.send(e.data);
+  };
+  socket.onmessage = (e) => upstream.readyState === WebSocket.OPEN && upstream.send(e.data);
+  socket.onclose = (e) => closeBoth(e.code, e.reason);
+  upstream.onclose = (e) => closeBoth(e.code, e.reason);
+  socket.onerror = () => closeBoth(1011, "");
+  upstream.onerror = () => closeBoth(1011, "");
+  return response;
+}
+
 /** A function's request, run by the supervisor that enforces the hosted limits. */
 async function invokeFunction(
   req: Request,
@@ -232,6 +293,9 @@ async function invokeFunction(
 ): Promise<Response> {
   try {
     // As on Supabase, the function sees /<name>/... as its path.
+    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      return await functionsHost.handle(name, (base) => relayWebSocket(req, `${base}/${name}${rest}`, info));
+    }
     return await functionsHost.handle(name, (base, signal) => forward(req, `${base}/${name}${rest}`, info, signal));
   } catch (e) {
     return upstreamFailed(e);
