@@ -6,8 +6,10 @@
 //! money and the stream log through its SQL functions ([`ledger`]: reserve
 //! the worst case before the call, settle from usage or the reservation
 //! after), users' own provider keys sealed with AES-GCM ([`keys`]), the
-//! settings ([`settings`]) and the functions' handlers and routes
-//! ([`chat_completion`]).
+//! settings ([`settings`]), a conversation's live room ([`room`]: the client
+//! protocol, per-connection limits, ordered delivery, Realtime frames) and
+//! the functions' handlers and routes ([`chat_completion`],
+//! [`websocket_handler`]).
 //!
 //! Provider wire formats live in `edgeworks-llm`; this crate never builds a
 //! provider request itself, never touches js-sys, never writes a message,
@@ -20,4 +22,6 @@ pub mod chat_completion;
 pub mod keys;
 pub mod ledger;
 pub mod request;
+pub mod room;
 pub mod settings;
+pub mod websocket_handler;
