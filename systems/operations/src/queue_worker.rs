@@ -16,6 +16,7 @@
 use edgeworks_chat_queue::{isolate_worker_id, today, ChatSetup};
 use edgeworks_core::{ApiError, Clock, Method};
 use edgeworks_input::validate::{Field, Schema, Validate};
+use edgeworks_pipelines::PipelineSetup;
 use edgeworks_queue::housekeeping::{Housekeeping, BUCKET_IDLE_SECONDS, DEFAULT_RETENTION_SECONDS};
 use edgeworks_queue::{JobQueue, Registry, Worker, WorkerStatus};
 use edgeworks_runtime::{Ctx, HostHttp};
@@ -35,6 +36,8 @@ pub const JOB_KINDS: &[&str] = &[
     "queue_housekeeping",
     "upload_parse",
     "upload_embed",
+    edgeworks_pipelines::steps::KIND,
+    "replicate_poll",
 ];
 
 /// POST, service role.
@@ -65,18 +68,25 @@ impl Validate for WorkerRequest {
 }
 
 /// The registry: one line per system's job kind.
-fn registry<'a>(chat: &'a ChatSetup, today: &'a str) -> Registry<'a, HostHttp> {
-    Registry::new()
+fn registry<'a>(
+    chat: &'a ChatSetup,
+    pipelines: &'a PipelineSetup,
+    today: &'a str,
+    ctx: &Ctx,
+) -> Registry<'a, HostHttp> {
+    let registry = Registry::new()
         .register(chat.handler(today))
         .register(Housekeeping)
         .register(edgeworks_uploads::UploadParse)
-        .register(edgeworks_uploads::UploadEmbed)
+        .register(edgeworks_uploads::UploadEmbed);
+    pipelines.register(registry, ctx)
 }
 
 /// The handler.
 pub async fn handle(
     _: ServiceRole,
     chat: Settings<ChatSetup>,
+    pipelines: Settings<PipelineSetup>,
     Json(body): Json<WorkerRequest>,
     db: ServiceDb,
     ctx: Ctx,
@@ -91,7 +101,7 @@ pub async fn handle(
         .worker_id
         .unwrap_or_else(|| isolate_worker_id("queue-worker", &mut ctx.rng()));
     let today = today(ctx.clock().now_ms());
-    let registry = registry(&chat, &today);
+    let registry = registry(&chat, &pipelines, &today, &ctx);
     let kinds: Option<Vec<&str>> = body.job_types.as_ref().map(|t| t.iter().map(String::as_str).collect());
     let http = ctx.http();
     let worker = Worker::new(&registry, &db, &http, &worker_id, chat.settings.lease_seconds);
@@ -173,7 +183,11 @@ mod tests {
             settings: Default::default(),
             provider: edgeworks_llm::chat::ChatProvider::Offline(edgeworks_llm::offline::OfflineProvider),
         };
-        let mut registered = registry(&chat, "2026-01-01").kinds();
+        use edgeworks_service::FromEnv;
+        let pipelines =
+            PipelineSetup::from_env(&edgeworks_runtime::Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
+        let ctx = NativeHost::at(NOW).ctx(&[], "queue-worker");
+        let mut registered = registry(&chat, &pipelines, "2026-01-01", &ctx).kinds();
         registered.sort_unstable();
         let mut accepted = JOB_KINDS.to_vec();
         accepted.sort_unstable();
@@ -219,8 +233,9 @@ mod tests {
             use edgeworks_service::FromRequest;
             let json = Json::<WorkerRequest>::from_request(&parts).await.unwrap();
             let chat = Settings::<ChatSetup>::from_request(&parts).await.unwrap();
+            let pipelines = Settings::<PipelineSetup>::from_request(&parts).await.unwrap();
             let db = ServiceDb::from_request(&parts).await.unwrap();
-            handle(ServiceRole, chat, json, db, ctx).await.unwrap().0
+            handle(ServiceRole, chat, pipelines, json, db, ctx).await.unwrap().0
         })
     }
 
