@@ -213,6 +213,28 @@ pub trait FromEnv: Sized + 'static {
 /// A parsed settings value, keyed by its type and the environment's fingerprint.
 type Parsed = (TypeId, u64, Rc<dyn Any>);
 
+/// A numeric setting: `default` when unset or blank, else the value if it
+/// parses and lies in `min..=max`; otherwise a 500 `misconfigured` that
+/// names the variable (never its value). What every `FromEnv` reads numbers with.
+pub fn env_number<T: std::str::FromStr + PartialOrd + Copy>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError> {
+    match lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v.parse::<T>().ok().filter(|x| *x >= min && *x <= max).ok_or_else(|| {
+            ApiError::new(
+                500,
+                "misconfigured",
+                format!("{name} must be a number in its allowed range"),
+            )
+        }),
+    }
+}
+
 thread_local! {
     static PARSED: RefCell<Vec<Parsed>> = const { RefCell::new(Vec::new()) };
 }

@@ -20,8 +20,8 @@ pub mod route;
 
 pub use caller::{authenticate, service_db, Caller};
 pub use extract::{
-    FromEnv, FromRequest, IntoReply, Json, JsonOrQuery, LastEventId, Parts, Query, ServiceDb, ServiceRole, Settings,
-    User, UserDb, WebSocketUpgrade,
+    env_number, FromEnv, FromRequest, IntoReply, Json, JsonOrQuery, LastEventId, Parts, Query, ServiceDb, ServiceRole,
+    Settings, User, UserDb, WebSocketUpgrade,
 };
 pub use limit::rate_limit;
 pub use route::{run, Access, Gate, Handler, Route, Verify};

@@ -37,24 +37,7 @@ impl Default for Settings {
     }
 }
 
-fn read<T: std::str::FromStr + PartialOrd + Copy>(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ApiError> {
-    match lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v.parse::<T>().ok().filter(|x| *x >= min && *x <= max).ok_or_else(|| {
-            ApiError::new(
-                500,
-                "misconfigured",
-                format!("{name} must be a number in its allowed range"),
-            )
-        }),
-    }
-}
+use edgeworks_service::env_number as read;
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ApiError> {
