@@ -6,6 +6,268 @@ export type Json = string | number | boolean | null | { [key: string]: Json | un
 export type Database = {
   "public": {
     Tables: {
+      "ai_budgets": {
+        Row: {
+          "reserved_usd": number;
+          "spend_limit_usd": number;
+          "spent_usd": number;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "reserved_usd"?: number;
+          "spend_limit_usd": number;
+          "spent_usd"?: number;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "reserved_usd"?: number;
+          "spend_limit_usd"?: number;
+          "spent_usd"?: number;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "ai_model_prices": {
+        Row: {
+          "input_usd_per_mtok": number;
+          "max_output_tokens": number;
+          "model": string;
+          "output_usd_per_mtok": number;
+          "provider": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "input_usd_per_mtok": number;
+          "max_output_tokens"?: number;
+          "model": string;
+          "output_usd_per_mtok": number;
+          "provider": string;
+        };
+        Update: {
+          "input_usd_per_mtok"?: number;
+          "max_output_tokens"?: number;
+          "model"?: string;
+          "output_usd_per_mtok"?: number;
+          "provider"?: string;
+        };
+        Relationships: [];
+      };
+      "ai_room_events": {
+        Row: {
+          "conversation_id": string;
+          "created_at": string;
+          "kind": string;
+          "payload": NonNullable<Json>;
+          "seq": number;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "conversation_id": string;
+          "created_at"?: string;
+          "kind": string;
+          "payload": NonNullable<Json>;
+          "seq": number;
+          "user_id": string;
+        };
+        Update: {
+          "conversation_id"?: string;
+          "created_at"?: string;
+          "kind"?: string;
+          "payload"?: NonNullable<Json>;
+          "seq"?: number;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "ai_room_events_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "ai_stream_events": {
+        Row: {
+          "created_at": string;
+          "data": string;
+          "event": string;
+          "seq": number;
+          "stream_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "data": string;
+          "event": string;
+          "seq": number;
+          "stream_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "data"?: string;
+          "event"?: string;
+          "seq"?: number;
+          "stream_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "ai_stream_events_stream_id_fkey";
+            columns: ["stream_id"];
+            isOneToOne: false;
+            referencedRelation: "ai_streams";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "ai_streams": {
+        Row: {
+          "created_at": string;
+          "heartbeat_at": string;
+          "id": string;
+          "last_seq": number;
+          "message_id": string;
+          "status": string;
+          "stop_requested": boolean;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "heartbeat_at"?: string;
+          "id"?: string;
+          "last_seq"?: number;
+          "message_id": string;
+          "status"?: string;
+          "stop_requested"?: boolean;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "heartbeat_at"?: string;
+          "id"?: string;
+          "last_seq"?: number;
+          "message_id"?: string;
+          "status"?: string;
+          "stop_requested"?: boolean;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "ai_streams_message_id_fkey";
+            columns: ["message_id"];
+            isOneToOne: true;
+            referencedRelation: "messages";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "ai_user_api_keys": {
+        Row: {
+          "ciphertext": string;
+          "created_at": string;
+          "key_id": string;
+          "nonce": string;
+          "provider": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "ciphertext": string;
+          "created_at"?: string;
+          "key_id": string;
+          "nonce": string;
+          "provider": string;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "ciphertext"?: string;
+          "created_at"?: string;
+          "key_id"?: string;
+          "nonce"?: string;
+          "provider"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "api_usage": {
+        Row: {
+          "completion_tokens": number | null;
+          "conversation_id": string | null;
+          "cost_usd": number | null;
+          "created_at": string;
+          "id": string;
+          "message_id": string | null;
+          "model": string | null;
+          "prompt_tokens": number | null;
+          "provider": string | null;
+          "reserved_usd": number;
+          "settled_at": string | null;
+          "status": string;
+          "usage_source": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completion_tokens"?: number | null;
+          "conversation_id"?: string | null;
+          "cost_usd"?: number | null;
+          "created_at"?: string;
+          "id"?: string;
+          "message_id"?: string | null;
+          "model"?: string | null;
+          "prompt_tokens"?: number | null;
+          "provider"?: string | null;
+          "reserved_usd": number;
+          "settled_at"?: string | null;
+          "status"?: string;
+          "usage_source"?: string | null;
+          "user_id": string;
+        };
+        Update: {
+          "completion_tokens"?: number | null;
+          "conversation_id"?: string | null;
+          "cost_usd"?: number | null;
+          "created_at"?: string;
+          "id"?: string;
+          "message_id"?: string | null;
+          "model"?: string | null;
+          "prompt_tokens"?: number | null;
+          "provider"?: string | null;
+          "reserved_usd"?: number;
+          "settled_at"?: string | null;
+          "status"?: string;
+          "usage_source"?: string | null;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "api_usage_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "api_usage_message_id_fkey";
+            columns: ["message_id"];
+            isOneToOne: true;
+            referencedRelation: "messages";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "chat_jobs": {
         Row: {
           "assistant_message_id": string | null;
@@ -13,6 +275,8 @@ export type Database = {
           "job_id": string;
           "owner_id": string;
           "session_id": string;
+          "status": string;
+          "updated_at": string;
           "user_message_id": string;
         };
         ComputedFields: never;
@@ -22,6 +286,8 @@ export type Database = {
           "job_id": string;
           "owner_id": string;
           "session_id": string;
+          "status"?: string;
+          "updated_at"?: string;
           "user_message_id": string;
         };
         Update: {
@@ -30,6 +296,8 @@ export type Database = {
           "job_id"?: string;
           "owner_id"?: string;
           "session_id"?: string;
+          "status"?: string;
+          "updated_at"?: string;
           "user_message_id"?: string;
         };
         Relationships: [
@@ -169,6 +437,147 @@ export type Database = {
           },
         ];
       };
+      "conversations": {
+        Row: {
+          "created_at": string;
+          "id": string;
+          "model": string | null;
+          "provider": string | null;
+          "room_seq": number;
+          "title": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "id"?: string;
+          "model"?: string | null;
+          "provider"?: string | null;
+          "room_seq"?: number;
+          "title"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Update: {
+          "created_at"?: string;
+          "id"?: string;
+          "model"?: string | null;
+          "provider"?: string | null;
+          "room_seq"?: number;
+          "title"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "documents": {
+        Row: {
+          "completed_at": string | null;
+          "created_at": string;
+          "declared_content_type": string;
+          "duplicate_of": string | null;
+          "error_code": string | null;
+          "error_message": string | null;
+          "eta_state": NonNullable<Json>;
+          "file_size": number;
+          "filename": string;
+          "id": string;
+          "last_broadcast_at": string | null;
+          "last_progress_at": string;
+          "llama_parse_job_id": string | null;
+          "processing_step": string;
+          "progress": number;
+          "retry_count": number;
+          "sha256": string;
+          "sha256_verified": boolean;
+          "sniffed_content_type": string | null;
+          "status": string;
+          "storage_bucket": string;
+          "storage_key": string;
+          "updated_at": string;
+          "upload_method": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "declared_content_type": string;
+          "duplicate_of"?: string | null;
+          "error_code"?: string | null;
+          "error_message"?: string | null;
+          "eta_state"?: NonNullable<Json>;
+          "file_size": number;
+          "filename": string;
+          "id": string;
+          "last_broadcast_at"?: string | null;
+          "last_progress_at"?: string;
+          "llama_parse_job_id"?: string | null;
+          "processing_step"?: string;
+          "progress"?: number;
+          "retry_count"?: number;
+          "sha256": string;
+          "sha256_verified"?: boolean;
+          "sniffed_content_type"?: string | null;
+          "status"?: string;
+          "storage_bucket": string;
+          "storage_key": string;
+          "updated_at"?: string;
+          "upload_method": string;
+          "user_id": string;
+        };
+        Update: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "declared_content_type"?: string;
+          "duplicate_of"?: string | null;
+          "error_code"?: string | null;
+          "error_message"?: string | null;
+          "eta_state"?: NonNullable<Json>;
+          "file_size"?: number;
+          "filename"?: string;
+          "id"?: string;
+          "last_broadcast_at"?: string | null;
+          "last_progress_at"?: string;
+          "llama_parse_job_id"?: string | null;
+          "processing_step"?: string;
+          "progress"?: number;
+          "retry_count"?: number;
+          "sha256"?: string;
+          "sha256_verified"?: boolean;
+          "sniffed_content_type"?: string | null;
+          "status"?: string;
+          "storage_bucket"?: string;
+          "storage_key"?: string;
+          "updated_at"?: string;
+          "upload_method"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "documents_duplicate_of_fkey";
+            columns: ["duplicate_of"];
+            isOneToOne: false;
+            referencedRelation: "documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "documents_duplicate_of_fkey";
+            columns: ["duplicate_of"];
+            isOneToOne: false;
+            referencedRelation: "failed_documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "documents_duplicate_of_fkey";
+            columns: ["duplicate_of"];
+            isOneToOne: false;
+            referencedRelation: "stuck_documents";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "error_logs": {
         Row: {
           "code": string;
@@ -200,6 +609,34 @@ export type Database = {
           "job_id"?: string | null;
           "message"?: string;
           "request_id"?: string | null;
+        };
+        Relationships: [];
+      };
+      "feature_flags": {
+        Row: {
+          "description": string | null;
+          "is_enabled": boolean;
+          "name": string;
+          "rollout_percentage": number;
+          "target_user_ids": (string)[];
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "description"?: string | null;
+          "is_enabled"?: boolean;
+          "name": string;
+          "rollout_percentage"?: number;
+          "target_user_ids"?: (string)[];
+          "updated_at"?: string;
+        };
+        Update: {
+          "description"?: string | null;
+          "is_enabled"?: boolean;
+          "name"?: string;
+          "rollout_percentage"?: number;
+          "target_user_ids"?: (string)[];
+          "updated_at"?: string;
         };
         Relationships: [];
       };
@@ -245,6 +682,130 @@ export type Database = {
           "updated_at"?: string;
         };
         Relationships: [];
+      };
+      "file_uploads": {
+        Row: {
+          "bucket": string;
+          "conversation_id": string | null;
+          "created_at": string;
+          "file_name": string;
+          "id": string;
+          "mime_type": string;
+          "object_path": string;
+          "size_bytes": number;
+          "status": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "bucket"?: string;
+          "conversation_id"?: string | null;
+          "created_at"?: string;
+          "file_name": string;
+          "id"?: string;
+          "mime_type": string;
+          "object_path": string;
+          "size_bytes": number;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "bucket"?: string;
+          "conversation_id"?: string | null;
+          "created_at"?: string;
+          "file_name"?: string;
+          "id"?: string;
+          "mime_type"?: string;
+          "object_path"?: string;
+          "size_bytes"?: number;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "file_uploads_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "images": {
+        Row: {
+          "bucket": string;
+          "created_at": string;
+          "enhanced_prompt": string | null;
+          "id": string;
+          "image_urls": (string)[];
+          "job_id": string | null;
+          "metadata": NonNullable<Json>;
+          "model_variant": string | null;
+          "negative_prompt": string | null;
+          "project_id": string | null;
+          "prompt": string;
+          "quality": string | null;
+          "status": string;
+          "storage_path": string | null;
+          "updated_at": string;
+          "user_id": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "bucket"?: string;
+          "created_at"?: string;
+          "enhanced_prompt"?: string | null;
+          "id"?: string;
+          "image_urls"?: (string)[];
+          "job_id"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant"?: string | null;
+          "negative_prompt"?: string | null;
+          "project_id"?: string | null;
+          "prompt"?: string;
+          "quality"?: string | null;
+          "status"?: string;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string | null;
+        };
+        Update: {
+          "bucket"?: string;
+          "created_at"?: string;
+          "enhanced_prompt"?: string | null;
+          "id"?: string;
+          "image_urls"?: (string)[];
+          "job_id"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant"?: string | null;
+          "negative_prompt"?: string | null;
+          "project_id"?: string | null;
+          "prompt"?: string;
+          "quality"?: string | null;
+          "status"?: string;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string | null;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "images_job_id_fkey";
+            columns: ["job_id"];
+            isOneToOne: false;
+            referencedRelation: "media_jobs";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "images_project_id_fkey";
+            columns: ["project_id"];
+            isOneToOne: false;
+            referencedRelation: "projects";
+            referencedColumns: ["id"];
+          },
+        ];
       };
       "job_dependencies": {
         Row: {
@@ -345,12 +906,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -373,12 +936,14 @@ export type Database = {
           "completed_at"?: string | null;
           "created_at"?: string;
           "dedup_key"?: string | null;
+          "fair_position"?: number;
           "id"?: string;
           "kind": string;
           "last_error"?: string | null;
           "lease_expires_at"?: string | null;
           "lease_token"?: string | null;
           "max_attempts"?: number;
+          "ordering_key"?: string | null;
           "owner_id"?: string | null;
           "payload"?: NonNullable<Json>;
           "pending_dependencies"?: number;
@@ -400,12 +965,14 @@ export type Database = {
           "completed_at"?: string | null;
           "created_at"?: string;
           "dedup_key"?: string | null;
+          "fair_position"?: number;
           "id"?: string;
           "kind"?: string;
           "last_error"?: string | null;
           "lease_expires_at"?: string | null;
           "lease_token"?: string | null;
           "max_attempts"?: number;
+          "ordering_key"?: string | null;
           "owner_id"?: string | null;
           "payload"?: NonNullable<Json>;
           "pending_dependencies"?: number;
@@ -419,6 +986,694 @@ export type Database = {
           "status"?: string;
           "updated_at"?: string;
           "worker_id"?: string | null;
+        };
+        Relationships: [];
+      };
+      "media_credit_accounts": {
+        Row: {
+          "balance": number;
+          "reserved": number;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "balance"?: number;
+          "reserved"?: number;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "balance"?: number;
+          "reserved"?: number;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "media_credit_ledger": {
+        Row: {
+          "amount": number;
+          "balance_after": number;
+          "created_at": string;
+          "id": number;
+          "job_id": string | null;
+          "kind": string;
+          "reason": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "amount": number;
+          "balance_after": number;
+          "created_at"?: string;
+          "id"?: never;
+          "job_id"?: string | null;
+          "kind": string;
+          "reason"?: string | null;
+          "user_id": string;
+        };
+        Update: {
+          "amount"?: number;
+          "balance_after"?: number;
+          "created_at"?: string;
+          "id"?: never;
+          "job_id"?: string | null;
+          "kind"?: string;
+          "reason"?: string | null;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "media_jobs": {
+        Row: {
+          "completed_at": string | null;
+          "created_at": string;
+          "credit_state": string;
+          "credits": number;
+          "enhanced_prompt": string | null;
+          "error_message": string | null;
+          "expected_duration_ms": number;
+          "expires_at": string;
+          "id": string;
+          "image_id": string | null;
+          "job_type": string;
+          "last_broadcast_at": string | null;
+          "last_lease_token": string | null;
+          "metadata": NonNullable<Json>;
+          "model_variant": string;
+          "negative_prompt": string;
+          "outputs": (string)[];
+          "progress": number;
+          "project_id": string | null;
+          "prompt": string;
+          "queue": string;
+          "started_at": string | null;
+          "status": string;
+          "updated_at": string;
+          "user_id": string;
+          "video_id": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "credit_state"?: string;
+          "credits": number;
+          "enhanced_prompt"?: string | null;
+          "error_message"?: string | null;
+          "expected_duration_ms": number;
+          "expires_at": string;
+          "id": string;
+          "image_id"?: string | null;
+          "job_type": string;
+          "last_broadcast_at"?: string | null;
+          "last_lease_token"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant": string;
+          "negative_prompt"?: string;
+          "outputs"?: (string)[];
+          "progress"?: number;
+          "project_id"?: string | null;
+          "prompt": string;
+          "queue": string;
+          "started_at"?: string | null;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id": string;
+          "video_id"?: string | null;
+        };
+        Update: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "credit_state"?: string;
+          "credits"?: number;
+          "enhanced_prompt"?: string | null;
+          "error_message"?: string | null;
+          "expected_duration_ms"?: number;
+          "expires_at"?: string;
+          "id"?: string;
+          "image_id"?: string | null;
+          "job_type"?: string;
+          "last_broadcast_at"?: string | null;
+          "last_lease_token"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant"?: string;
+          "negative_prompt"?: string;
+          "outputs"?: (string)[];
+          "progress"?: number;
+          "project_id"?: string | null;
+          "prompt"?: string;
+          "queue"?: string;
+          "started_at"?: string | null;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+          "video_id"?: string | null;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "media_jobs_image_fk";
+            columns: ["image_id"];
+            isOneToOne: false;
+            referencedRelation: "images";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "media_jobs_project_id_fkey";
+            columns: ["project_id"];
+            isOneToOne: false;
+            referencedRelation: "projects";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "media_jobs_video_fk";
+            columns: ["video_id"];
+            isOneToOne: false;
+            referencedRelation: "videos";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "messages": {
+        Row: {
+          "completion_tokens": number | null;
+          "content": string;
+          "conversation_id": string;
+          "cost_usd": number | null;
+          "created_at": string;
+          "error": Json | null;
+          "id": string;
+          "model": string | null;
+          "prompt_tokens": number | null;
+          "provider": string | null;
+          "role": string;
+          "status": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completion_tokens"?: number | null;
+          "content"?: string;
+          "conversation_id": string;
+          "cost_usd"?: number | null;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "id"?: string;
+          "model"?: string | null;
+          "prompt_tokens"?: number | null;
+          "provider"?: string | null;
+          "role": string;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "completion_tokens"?: number | null;
+          "content"?: string;
+          "conversation_id"?: string;
+          "cost_usd"?: number | null;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "id"?: string;
+          "model"?: string | null;
+          "prompt_tokens"?: number | null;
+          "provider"?: string | null;
+          "role"?: string;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "messages_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "notifications": {
+        Row: {
+          "body": string | null;
+          "created_at": string;
+          "data": NonNullable<Json>;
+          "id": string;
+          "kind": string;
+          "read_at": string | null;
+          "title": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "body"?: string | null;
+          "created_at"?: string;
+          "data"?: NonNullable<Json>;
+          "id"?: string;
+          "kind": string;
+          "read_at"?: string | null;
+          "title": string;
+          "user_id": string;
+        };
+        Update: {
+          "body"?: string | null;
+          "created_at"?: string;
+          "data"?: NonNullable<Json>;
+          "id"?: string;
+          "kind"?: string;
+          "read_at"?: string | null;
+          "title"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "oauth_connections": {
+        Row: {
+          "created_at": string;
+          "display_name": string | null;
+          "id": string;
+          "last_error": string | null;
+          "platform": string;
+          "platform_user_id": string | null;
+          "profile": NonNullable<Json>;
+          "refreshed_at": string | null;
+          "scopes": (string)[];
+          "status": string;
+          "token_expires_at": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "username": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id"?: string;
+          "last_error"?: string | null;
+          "platform": string;
+          "platform_user_id"?: string | null;
+          "profile"?: NonNullable<Json>;
+          "refreshed_at"?: string | null;
+          "scopes"?: (string)[];
+          "status"?: string;
+          "token_expires_at"?: string | null;
+          "updated_at"?: string;
+          "user_id": string;
+          "username"?: string | null;
+        };
+        Update: {
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id"?: string;
+          "last_error"?: string | null;
+          "platform"?: string;
+          "platform_user_id"?: string | null;
+          "profile"?: NonNullable<Json>;
+          "refreshed_at"?: string | null;
+          "scopes"?: (string)[];
+          "status"?: string;
+          "token_expires_at"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+          "username"?: string | null;
+        };
+        Relationships: [];
+      };
+      "pipeline_history": {
+        Row: {
+          "attempts": number;
+          "error": string | null;
+          "finished_at": string | null;
+          "id": string;
+          "job_id": string | null;
+          "pipeline_id": string;
+          "position": number;
+          "result": Json | null;
+          "run_id": string;
+          "started_at": string | null;
+          "status": string;
+          "step_id": string;
+          "step_type": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "attempts"?: number;
+          "error"?: string | null;
+          "finished_at"?: string | null;
+          "id"?: string;
+          "job_id"?: string | null;
+          "pipeline_id": string;
+          "position": number;
+          "result"?: Json | null;
+          "run_id": string;
+          "started_at"?: string | null;
+          "status": string;
+          "step_id": string;
+          "step_type": string;
+          "user_id": string;
+        };
+        Update: {
+          "attempts"?: number;
+          "error"?: string | null;
+          "finished_at"?: string | null;
+          "id"?: string;
+          "job_id"?: string | null;
+          "pipeline_id"?: string;
+          "position"?: number;
+          "result"?: Json | null;
+          "run_id"?: string;
+          "started_at"?: string | null;
+          "status"?: string;
+          "step_id"?: string;
+          "step_type"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "pipeline_history_run_id_fkey";
+            columns: ["run_id"];
+            isOneToOne: false;
+            referencedRelation: "pipeline_runs";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "pipeline_predictions": {
+        Row: {
+          "completed_at": string | null;
+          "created_at": string;
+          "error": string | null;
+          "id": string;
+          "input": NonNullable<Json>;
+          "metrics": Json | null;
+          "model": string | null;
+          "output_url": string | null;
+          "prompt": string | null;
+          "replicate_id": string;
+          "run_id": string | null;
+          "status": string;
+          "storage_bucket": string | null;
+          "storage_path": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "version": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "error"?: string | null;
+          "id"?: string;
+          "input"?: NonNullable<Json>;
+          "metrics"?: Json | null;
+          "model"?: string | null;
+          "output_url"?: string | null;
+          "prompt"?: string | null;
+          "replicate_id": string;
+          "run_id"?: string | null;
+          "status": string;
+          "storage_bucket"?: string | null;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id": string;
+          "version"?: string | null;
+        };
+        Update: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "error"?: string | null;
+          "id"?: string;
+          "input"?: NonNullable<Json>;
+          "metrics"?: Json | null;
+          "model"?: string | null;
+          "output_url"?: string | null;
+          "prompt"?: string | null;
+          "replicate_id"?: string;
+          "run_id"?: string | null;
+          "status"?: string;
+          "storage_bucket"?: string | null;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+          "version"?: string | null;
+        };
+        Relationships: [];
+      };
+      "pipeline_runs": {
+        Row: {
+          "backoff_base_ms": number;
+          "created_at": string;
+          "current_position": number | null;
+          "error": string | null;
+          "finished_at": string | null;
+          "id": string;
+          "max_attempts": number;
+          "pipeline_id": string;
+          "scheduled_for": string | null;
+          "scheduled_job_id": string | null;
+          "started_at": string | null;
+          "status": string;
+          "trigger": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "backoff_base_ms"?: number;
+          "created_at"?: string;
+          "current_position"?: number | null;
+          "error"?: string | null;
+          "finished_at"?: string | null;
+          "id"?: string;
+          "max_attempts"?: number;
+          "pipeline_id": string;
+          "scheduled_for"?: string | null;
+          "scheduled_job_id"?: string | null;
+          "started_at"?: string | null;
+          "status"?: string;
+          "trigger"?: string;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "backoff_base_ms"?: number;
+          "created_at"?: string;
+          "current_position"?: number | null;
+          "error"?: string | null;
+          "finished_at"?: string | null;
+          "id"?: string;
+          "max_attempts"?: number;
+          "pipeline_id"?: string;
+          "scheduled_for"?: string | null;
+          "scheduled_job_id"?: string | null;
+          "started_at"?: string | null;
+          "status"?: string;
+          "trigger"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "pipeline_runs_pipeline_id_fkey";
+            columns: ["pipeline_id"];
+            isOneToOne: false;
+            referencedRelation: "pipelines";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "pipeline_steps": {
+        Row: {
+          "config": NonNullable<Json>;
+          "created_at": string;
+          "id": string;
+          "pipeline_id": string;
+          "position": number;
+          "step_type": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "config"?: NonNullable<Json>;
+          "created_at"?: string;
+          "id"?: string;
+          "pipeline_id": string;
+          "position": number;
+          "step_type": string;
+          "user_id"?: string;
+        };
+        Update: {
+          "config"?: NonNullable<Json>;
+          "created_at"?: string;
+          "id"?: string;
+          "pipeline_id"?: string;
+          "position"?: number;
+          "step_type"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "pipeline_steps_pipeline_id_fkey";
+            columns: ["pipeline_id"];
+            isOneToOne: false;
+            referencedRelation: "pipelines";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "pipelines": {
+        Row: {
+          "config": NonNullable<Json>;
+          "created_at": string;
+          "description": string | null;
+          "id": string;
+          "last_run_at": string | null;
+          "name": string;
+          "status": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "config"?: NonNullable<Json>;
+          "created_at"?: string;
+          "description"?: string | null;
+          "id"?: string;
+          "last_run_at"?: string | null;
+          "name": string;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Update: {
+          "config"?: NonNullable<Json>;
+          "created_at"?: string;
+          "description"?: string | null;
+          "id"?: string;
+          "last_run_at"?: string | null;
+          "name"?: string;
+          "status"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "posting_queue": {
+        Row: {
+          "attempts": number;
+          "content": NonNullable<Json>;
+          "created_at": string;
+          "error": string | null;
+          "external_post_id": string | null;
+          "id": string;
+          "idempotency_key": string;
+          "pipeline_id": string | null;
+          "platform": string;
+          "posted_at": string | null;
+          "run_id": string | null;
+          "status": string;
+          "step_id": string | null;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "attempts"?: number;
+          "content"?: NonNullable<Json>;
+          "created_at"?: string;
+          "error"?: string | null;
+          "external_post_id"?: string | null;
+          "id"?: string;
+          "idempotency_key": string;
+          "pipeline_id"?: string | null;
+          "platform": string;
+          "posted_at"?: string | null;
+          "run_id"?: string | null;
+          "status"?: string;
+          "step_id"?: string | null;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "attempts"?: number;
+          "content"?: NonNullable<Json>;
+          "created_at"?: string;
+          "error"?: string | null;
+          "external_post_id"?: string | null;
+          "id"?: string;
+          "idempotency_key"?: string;
+          "pipeline_id"?: string | null;
+          "platform"?: string;
+          "posted_at"?: string | null;
+          "run_id"?: string | null;
+          "status"?: string;
+          "step_id"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "posting_queue_run_id_fkey";
+            columns: ["run_id"];
+            isOneToOne: false;
+            referencedRelation: "pipeline_runs";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "profiles": {
+        Row: {
+          "avatar_url": string | null;
+          "created_at": string;
+          "display_name": string | null;
+          "id": string;
+          "preferences": NonNullable<Json>;
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "avatar_url"?: string | null;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id": string;
+          "preferences"?: NonNullable<Json>;
+          "updated_at"?: string;
+        };
+        Update: {
+          "avatar_url"?: string | null;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id"?: string;
+          "preferences"?: NonNullable<Json>;
+          "updated_at"?: string;
+        };
+        Relationships: [];
+      };
+      "projects": {
+        Row: {
+          "created_at": string;
+          "id": string;
+          "title": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "id"?: string;
+          "title"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Update: {
+          "created_at"?: string;
+          "id"?: string;
+          "title"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
         };
         Relationships: [];
       };
@@ -440,6 +1695,398 @@ export type Database = {
           "updated_ms"?: number;
         };
         Relationships: [];
+      };
+      "realtime_progress_updates": {
+        Row: {
+          "created_at": string;
+          "document_id": string;
+          "id": string;
+          "payload": NonNullable<Json>;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "document_id": string;
+          "id"?: string;
+          "payload": NonNullable<Json>;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "document_id"?: string;
+          "id"?: string;
+          "payload"?: NonNullable<Json>;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "realtime_progress_updates_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "realtime_progress_updates_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "failed_documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "realtime_progress_updates_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "stuck_documents";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "scheduled_jobs": {
+        Row: {
+          "catch_up": string;
+          "claim_token": string | null;
+          "claimed_until": string | null;
+          "created_at": string;
+          "cron_expression": string;
+          "id": string;
+          "is_active": boolean;
+          "last_error": string | null;
+          "last_run_at": string | null;
+          "max_retries": number;
+          "next_run_at": string | null;
+          "pipeline_id": string;
+          "retry_count": number;
+          "timezone": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "catch_up"?: string;
+          "claim_token"?: string | null;
+          "claimed_until"?: string | null;
+          "created_at"?: string;
+          "cron_expression": string;
+          "id"?: string;
+          "is_active"?: boolean;
+          "last_error"?: string | null;
+          "last_run_at"?: string | null;
+          "max_retries"?: number;
+          "next_run_at"?: string | null;
+          "pipeline_id": string;
+          "retry_count"?: number;
+          "timezone"?: string;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "catch_up"?: string;
+          "claim_token"?: string | null;
+          "claimed_until"?: string | null;
+          "created_at"?: string;
+          "cron_expression"?: string;
+          "id"?: string;
+          "is_active"?: boolean;
+          "last_error"?: string | null;
+          "last_run_at"?: string | null;
+          "max_retries"?: number;
+          "next_run_at"?: string | null;
+          "pipeline_id"?: string;
+          "retry_count"?: number;
+          "timezone"?: string;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "scheduled_jobs_pipeline_id_fkey";
+            columns: ["pipeline_id"];
+            isOneToOne: false;
+            referencedRelation: "pipelines";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "upload_parts": {
+        Row: {
+          "document_id": string;
+          "etag": string | null;
+          "expected_size": number;
+          "part_number": number;
+          "sha256_b64": string;
+          "size": number | null;
+          "uploaded_at": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "document_id": string;
+          "etag"?: string | null;
+          "expected_size": number;
+          "part_number": number;
+          "sha256_b64": string;
+          "size"?: number | null;
+          "uploaded_at"?: string | null;
+          "user_id": string;
+        };
+        Update: {
+          "document_id"?: string;
+          "etag"?: string | null;
+          "expected_size"?: number;
+          "part_number"?: number;
+          "sha256_b64"?: string;
+          "size"?: number | null;
+          "uploaded_at"?: string | null;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "upload_parts_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "upload_parts_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "failed_documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "upload_parts_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: false;
+            referencedRelation: "stuck_documents";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "upload_sessions": {
+        Row: {
+          "completed_at": string | null;
+          "created_at": string;
+          "document_id": string;
+          "part_count": number;
+          "part_size": number;
+          "reconciled_at": string | null;
+          "upload_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "document_id": string;
+          "part_count": number;
+          "part_size": number;
+          "reconciled_at"?: string | null;
+          "upload_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "completed_at"?: string | null;
+          "created_at"?: string;
+          "document_id"?: string;
+          "part_count"?: number;
+          "part_size"?: number;
+          "reconciled_at"?: string | null;
+          "upload_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "upload_sessions_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: true;
+            referencedRelation: "documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "upload_sessions_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: true;
+            referencedRelation: "failed_documents";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "upload_sessions_document_id_fkey";
+            columns: ["document_id"];
+            isOneToOne: true;
+            referencedRelation: "stuck_documents";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "user_sessions": {
+        Row: {
+          "conversation_id": string;
+          "created_at": string;
+          "id": string;
+          "last_seen_at": string;
+          "last_seq": number;
+          "status": string;
+          "token_hash": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "conversation_id": string;
+          "created_at"?: string;
+          "id"?: string;
+          "last_seen_at"?: string;
+          "last_seq"?: number;
+          "status"?: string;
+          "token_hash": string;
+          "user_id": string;
+        };
+        Update: {
+          "conversation_id"?: string;
+          "created_at"?: string;
+          "id"?: string;
+          "last_seen_at"?: string;
+          "last_seq"?: number;
+          "status"?: string;
+          "token_hash"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "user_sessions_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "videos": {
+        Row: {
+          "bucket": string;
+          "created_at": string;
+          "enhanced_prompt": string | null;
+          "id": string;
+          "job_id": string | null;
+          "metadata": NonNullable<Json>;
+          "model_variant": string | null;
+          "negative_prompt": string | null;
+          "project_id": string | null;
+          "prompt": string;
+          "quality": string | null;
+          "status": string;
+          "storage_path": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "video_url": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "bucket"?: string;
+          "created_at"?: string;
+          "enhanced_prompt"?: string | null;
+          "id"?: string;
+          "job_id"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant"?: string | null;
+          "negative_prompt"?: string | null;
+          "project_id"?: string | null;
+          "prompt"?: string;
+          "quality"?: string | null;
+          "status"?: string;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id": string;
+          "video_url"?: string | null;
+        };
+        Update: {
+          "bucket"?: string;
+          "created_at"?: string;
+          "enhanced_prompt"?: string | null;
+          "id"?: string;
+          "job_id"?: string | null;
+          "metadata"?: NonNullable<Json>;
+          "model_variant"?: string | null;
+          "negative_prompt"?: string | null;
+          "project_id"?: string | null;
+          "prompt"?: string;
+          "quality"?: string | null;
+          "status"?: string;
+          "storage_path"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+          "video_url"?: string | null;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "videos_job_id_fkey";
+            columns: ["job_id"];
+            isOneToOne: false;
+            referencedRelation: "media_jobs";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "videos_project_id_fkey";
+            columns: ["project_id"];
+            isOneToOne: false;
+            referencedRelation: "projects";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "visualizations": {
+        Row: {
+          "config": NonNullable<Json>;
+          "conversation_id": string | null;
+          "created_at": string;
+          "id": string;
+          "kind": string;
+          "message_id": string | null;
+          "title": string | null;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "config"?: NonNullable<Json>;
+          "conversation_id"?: string | null;
+          "created_at"?: string;
+          "id"?: string;
+          "kind": string;
+          "message_id"?: string | null;
+          "title"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Update: {
+          "config"?: NonNullable<Json>;
+          "conversation_id"?: string | null;
+          "created_at"?: string;
+          "id"?: string;
+          "kind"?: string;
+          "message_id"?: string | null;
+          "title"?: string | null;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "visualizations_conversation_id_fkey";
+            columns: ["conversation_id"];
+            isOneToOne: false;
+            referencedRelation: "conversations";
+            referencedColumns: ["id"];
+          },
+          {
+            foreignKeyName: "visualizations_message_id_fkey";
+            columns: ["message_id"];
+            isOneToOne: false;
+            referencedRelation: "messages";
+            referencedColumns: ["id"];
+          },
+        ];
       };
       "workers": {
         Row: {
@@ -477,6 +2124,54 @@ export type Database = {
       };
     };
     Views: {
+      "document_processing_stats": {
+        Row: {
+          "avg_processing_seconds": number | null;
+          "completed": number | null;
+          "completed_bytes": number | null;
+          "failed": number | null;
+          "processing": number | null;
+          "total_documents": number | null;
+          "uploading": number | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Relationships: [];
+      };
+      "failed_documents": {
+        Row: {
+          "error_code": string | null;
+          "error_message": string | null;
+          "filename": string;
+          "id": string;
+          "processing_step": string;
+          "retry_count": number;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "error_code"?: string | null;
+          "error_message"?: string | null;
+          "filename"?: string | null;
+          "id"?: string | null;
+          "processing_step"?: string | null;
+          "retry_count"?: number | null;
+          "updated_at"?: string | null;
+          "user_id"?: string | null;
+        };
+        Update: {
+          "error_code"?: string | null;
+          "error_message"?: string | null;
+          "filename"?: string | null;
+          "id"?: string | null;
+          "processing_step"?: string | null;
+          "retry_count"?: number | null;
+          "updated_at"?: string | null;
+          "user_id"?: string | null;
+        };
+        Relationships: [];
+      };
       "job_queue": {
         Row: {
           "attempts": number;
@@ -544,6 +2239,51 @@ export type Database = {
         };
         Relationships: [];
       };
+      "stuck_documents": {
+        Row: {
+          "filename": string;
+          "id": string;
+          "last_progress_at": string;
+          "processing_step": string;
+          "progress": number;
+          "status": string;
+          "stuck_for": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "filename"?: string | null;
+          "id"?: string | null;
+          "last_progress_at"?: string | null;
+          "processing_step"?: string | null;
+          "progress"?: number | null;
+          "status"?: string | null;
+          "stuck_for"?: never;
+          "user_id"?: string | null;
+        };
+        Update: {
+          "filename"?: string | null;
+          "id"?: string | null;
+          "last_progress_at"?: string | null;
+          "processing_step"?: string | null;
+          "progress"?: number | null;
+          "status"?: string | null;
+          "stuck_for"?: never;
+          "user_id"?: string | null;
+        };
+        Relationships: [];
+      };
+      "user_upload_stats": {
+        Row: {
+          "bytes_declared": number | null;
+          "duplicates": number | null;
+          "last_upload_at": string | null;
+          "uploads": number | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Relationships: [];
+      };
       "worker_status": {
         Row: {
           "jobs_failed": number;
@@ -577,6 +2317,60 @@ export type Database = {
       };
     };
     Functions: {
+      "ai_chat_begin": {
+        Args: {
+          "p_candidates": Json;
+          "p_conversation"?: string;
+          "p_default_limit_usd": number;
+          "p_max_tokens": number;
+          "p_prompt_tokens": number;
+          "p_stream": boolean;
+          "p_title"?: string;
+          "p_user": string;
+          "p_user_message"?: string;
+        };
+        Returns: Json;
+      };
+      "ai_chat_finish": {
+        Args: {
+          "p_completion_tokens"?: number;
+          "p_content": string;
+          "p_error"?: Json;
+          "p_events"?: Json;
+          "p_message": string;
+          "p_model"?: string;
+          "p_prompt_tokens"?: number;
+          "p_provider"?: string;
+          "p_status": string;
+        };
+        Returns: Json;
+      };
+      "ai_chat_stop": { Args: { "p_stream": string; "p_user": string }; Returns: Json };
+      "ai_key_put": {
+        Args: { "p_ciphertext": string; "p_key_id": string; "p_nonce": string; "p_provider": string; "p_user": string };
+        Returns: undefined;
+      };
+      "ai_room_post": {
+        Args: { "p_conversation": string; "p_kind": string; "p_payload": Json; "p_user": string };
+        Returns: Json;
+      };
+      "ai_room_read": {
+        Args: { "p_after": number; "p_conversation": string; "p_limit"?: number; "p_user": string };
+        Returns: Json;
+      };
+      "ai_session_open": {
+        Args: { "p_conversation": string; "p_resume_hash"?: string; "p_token_hash": string; "p_user": string };
+        Returns: Json;
+      };
+      "ai_session_touch": {
+        Args: { "p_connected": boolean; "p_last_seq": number; "p_session": string; "p_user": string };
+        Returns: undefined;
+      };
+      "ai_stream_append": { Args: { "p_content"?: string; "p_events": Json; "p_stream": string }; Returns: Json };
+      "ai_stream_read": {
+        Args: { "p_after": number; "p_limit"?: number; "p_stream": string; "p_user": string };
+        Returns: Json;
+      };
       "backoff_ceiling_ms": { Args: { "p_attempt": number; "p_base_ms": number; "p_cap_ms": number }; Returns: number };
       "cancel_job": {
         Args: { "p_job": string };
@@ -587,12 +2381,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -614,6 +2410,7 @@ export type Database = {
           isSetofReturn: false;
         };
       };
+      "chat_cancel": { Args: { "p_job": string }; Returns: Json };
       "chat_complete": {
         Args: {
           "p_completion_tokens": number;
@@ -646,6 +2443,7 @@ export type Database = {
         Args: {
           "p_backoff_base_ms"?: number;
           "p_field_id"?: string;
+          "p_idempotency_key"?: string;
           "p_max_attempts"?: number;
           "p_max_questions"?: number;
           "p_message": string;
@@ -671,12 +2469,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -713,12 +2513,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -750,12 +2552,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -794,6 +2598,7 @@ export type Database = {
           "p_depends_on"?: (string)[];
           "p_kind": string;
           "p_max_attempts"?: number;
+          "p_ordering_key"?: string;
           "p_owner"?: string;
           "p_payload"?: Json;
           "p_priority"?: number;
@@ -806,12 +2611,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -842,12 +2649,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -888,12 +2697,14 @@ export type Database = {
           "completed_at": string | null;
           "created_at": string;
           "dedup_key": string | null;
+          "fair_position": number;
           "id": string;
           "kind": string;
           "last_error": string | null;
           "lease_expires_at": string | null;
           "lease_token": string | null;
           "max_attempts": number;
+          "ordering_key": string | null;
           "owner_id": string | null;
           "payload": NonNullable<Json>;
           "pending_dependencies": number;
@@ -935,6 +2746,220 @@ export type Database = {
           isSetofReturn: false;
         };
       };
+      "media_cancel_job": { Args: { "p_job": string }; Returns: Json };
+      "media_claim_jobs": {
+        Args: { "p_batch"?: number; "p_lease_seconds"?: number; "p_queues"?: (string)[]; "p_worker": string };
+        Returns: Json[];
+      };
+      "media_expire_jobs": { Args: Record<PropertyKey, never>; Returns: number };
+      "media_grant_credits": { Args: { "p_amount": number; "p_reason"?: string; "p_user": string }; Returns: Json };
+      "media_heartbeat": {
+        Args: { "p_job": string; "p_lease_seconds"?: number; "p_lease_token": string };
+        Returns: Json;
+      };
+      "media_job_callback": {
+        Args: {
+          "p_enhanced_prompt"?: string;
+          "p_error"?: string;
+          "p_job": string;
+          "p_lease_token": string;
+          "p_outputs"?: (string)[];
+          "p_preview"?: string;
+          "p_progress"?: number;
+          "p_status": string;
+          "p_webhook_id"?: string;
+        };
+        Returns: Json;
+      };
+      "media_queue_job": {
+        Args: {
+          "p_image"?: string;
+          "p_job_type": string;
+          "p_metadata"?: Json;
+          "p_negative_prompt"?: string;
+          "p_project"?: string;
+          "p_prompt": string;
+          "p_ttl_seconds"?: number;
+          "p_user": string;
+          "p_video"?: string;
+        };
+        Returns: Json;
+      };
+      "media_record_admin_image": {
+        Args: { "p_metadata"?: Json; "p_mode": string; "p_path": string; "p_prompt": string; "p_user": string };
+        Returns: Json;
+      };
+      "media_release_job": { Args: { "p_job": string; "p_lease_token": string }; Returns: Json };
+      "oauth_connection_delete": { Args: { "p_platform": string; "p_user": string }; Returns: Json };
+      "oauth_connection_save": {
+        Args: {
+          "p_access_token": string;
+          "p_display_name"?: string;
+          "p_expires_at"?: string;
+          "p_platform": string;
+          "p_platform_user_id": string;
+          "p_profile"?: Json;
+          "p_refresh_token"?: string;
+          "p_scopes"?: (string)[];
+          "p_user": string;
+          "p_username"?: string;
+        };
+        Returns: {
+          "created_at": string;
+          "display_name": string | null;
+          "id": string;
+          "last_error": string | null;
+          "platform": string;
+          "platform_user_id": string | null;
+          "profile": NonNullable<Json>;
+          "refreshed_at": string | null;
+          "scopes": (string)[];
+          "status": string;
+          "token_expires_at": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "username": string | null;
+        };
+        SetofOptions: {
+          from: "*";
+          to: "oauth_connections";
+          isOneToOne: true;
+          isSetofReturn: false;
+        };
+      };
+      "oauth_state_consume": {
+        Args: { "p_expires_at": string; "p_nonce": string; "p_platform": string; "p_user": string };
+        Returns: boolean;
+      };
+      "oauth_token_acquire": {
+        Args: { "p_lease_seconds"?: number; "p_margin_seconds"?: number; "p_platform": string; "p_user": string };
+        Returns: Json;
+      };
+      "oauth_token_refresh_failed": {
+        Args: { "p_connection": string; "p_lease": string; "p_permanent": boolean; "p_reason": string };
+        Returns: Json;
+      };
+      "oauth_token_refreshed": {
+        Args: {
+          "p_access_token": string;
+          "p_connection": string;
+          "p_expires_at"?: string;
+          "p_lease": string;
+          "p_refresh_token"?: string;
+        };
+        Returns: Json;
+      };
+      "pipeline_post_record": {
+        Args: { "p_error"?: string; "p_external_id"?: string; "p_key": string; "p_status": string };
+        Returns: Json;
+      };
+      "pipeline_post_reserve": {
+        Args: {
+          "p_content": Json;
+          "p_key": string;
+          "p_pipeline": string;
+          "p_platform": string;
+          "p_run": string;
+          "p_step": string;
+          "p_user": string;
+        };
+        Returns: Json;
+      };
+      "pipeline_prediction_save": {
+        Args: {
+          "p_input": Json;
+          "p_model": string;
+          "p_poll_delay_ms"?: number;
+          "p_prompt"?: string;
+          "p_replicate_id": string;
+          "p_run"?: string;
+          "p_status": string;
+          "p_user": string;
+          "p_version": string;
+        };
+        Returns: {
+          "completed_at": string | null;
+          "created_at": string;
+          "error": string | null;
+          "id": string;
+          "input": NonNullable<Json>;
+          "metrics": Json | null;
+          "model": string | null;
+          "output_url": string | null;
+          "prompt": string | null;
+          "replicate_id": string;
+          "run_id": string | null;
+          "status": string;
+          "storage_bucket": string | null;
+          "storage_path": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "version": string | null;
+        };
+        SetofOptions: {
+          from: "*";
+          to: "pipeline_predictions";
+          isOneToOne: true;
+          isSetofReturn: false;
+        };
+      };
+      "pipeline_prediction_update": {
+        Args: {
+          "p_error"?: string;
+          "p_metrics"?: Json;
+          "p_output_url"?: string;
+          "p_replicate_id": string;
+          "p_status": string;
+          "p_storage_bucket"?: string;
+          "p_storage_path"?: string;
+        };
+        Returns: {
+          "completed_at": string | null;
+          "created_at": string;
+          "error": string | null;
+          "id": string;
+          "input": NonNullable<Json>;
+          "metrics": Json | null;
+          "model": string | null;
+          "output_url": string | null;
+          "prompt": string | null;
+          "replicate_id": string;
+          "run_id": string | null;
+          "status": string;
+          "storage_bucket": string | null;
+          "storage_path": string | null;
+          "updated_at": string;
+          "user_id": string;
+          "version": string | null;
+        };
+        SetofOptions: {
+          from: "*";
+          to: "pipeline_predictions";
+          isOneToOne: true;
+          isSetofReturn: false;
+        };
+      };
+      "pipeline_run_cancel": { Args: { "p_run": string; "p_user"?: string }; Returns: Json };
+      "pipeline_run_resume": { Args: { "p_run": string; "p_user"?: string }; Returns: Json };
+      "pipeline_run_start": {
+        Args: {
+          "p_backoff_base_ms"?: number;
+          "p_max_attempts"?: number;
+          "p_pipeline": string;
+          "p_trigger"?: string;
+          "p_user"?: string;
+        };
+        Returns: Json;
+      };
+      "pipeline_step_begin": { Args: { "p_job": string; "p_lease_token": string; "p_run": string }; Returns: Json };
+      "pipeline_step_failed": {
+        Args: { "p_reason": string; "p_retry_base_ms"?: number; "p_run": string };
+        Returns: Json;
+      };
+      "pipeline_step_finish": {
+        Args: { "p_job": string; "p_lease_token": string; "p_result": Json; "p_run": string; "p_step": string };
+        Returns: Json;
+      };
       "queue_position": { Args: { "p_job": string }; Returns: number };
       "queue_stats": {
         Args: { "p_queue": string; "p_window_seconds"?: number; "p_worker_timeout_seconds"?: number };
@@ -948,8 +2973,96 @@ export type Database = {
           "tokens": number;
         }[];
       };
+      "replicate_webhook_record": { Args: { "p_webhook_id": string }; Returns: boolean };
       "report_progress": { Args: { "p_job": string; "p_lease_token": string; "p_progress": number }; Returns: number };
       "requeue_expired_leases": { Args: { "p_queues"?: (string)[] }; Returns: number };
+      "scheduled_job_create": {
+        Args: {
+          "p_catch_up"?: string;
+          "p_cron": string;
+          "p_max_retries"?: number;
+          "p_next_run_at": string;
+          "p_pipeline": string;
+          "p_timezone": string;
+          "p_user": string;
+        };
+        Returns: {
+          "catch_up": string;
+          "claim_token": string | null;
+          "claimed_until": string | null;
+          "created_at": string;
+          "cron_expression": string;
+          "id": string;
+          "is_active": boolean;
+          "last_error": string | null;
+          "last_run_at": string | null;
+          "max_retries": number;
+          "next_run_at": string | null;
+          "pipeline_id": string;
+          "retry_count": number;
+          "timezone": string;
+          "updated_at": string;
+          "user_id": string;
+        };
+        SetofOptions: {
+          from: "*";
+          to: "scheduled_jobs";
+          isOneToOne: true;
+          isSetofReturn: false;
+        };
+      };
+      "scheduled_jobs_claim_due": { Args: { "p_lease_seconds"?: number; "p_limit"?: number }; Returns: Json };
+      "scheduled_jobs_fire": { Args: { "p_items": Json }; Returns: Json };
+      "upload_cleanup": { Args: Record<PropertyKey, never>; Returns: Json };
+      "upload_document": { Args: { "p_document": string; "p_user": string }; Returns: Json };
+      "upload_document_by_id": { Args: { "p_document": string }; Returns: Json };
+      "upload_finish": {
+        Args: { "p_document": string; "p_size": number; "p_sniffed_type": string; "p_user": string };
+        Returns: Json;
+      };
+      "upload_init": {
+        Args: {
+          "p_bucket": string;
+          "p_content_type": string;
+          "p_document": string;
+          "p_filename": string;
+          "p_key": string;
+          "p_method": string;
+          "p_part_size"?: number;
+          "p_parts"?: Json;
+          "p_sha256": string;
+          "p_size": number;
+          "p_upload_id"?: string;
+          "p_user": string;
+        };
+        Returns: Json;
+      };
+      "upload_progress": {
+        Args: {
+          "p_document": string;
+          "p_eta_state": Json;
+          "p_min_broadcast_ms"?: number;
+          "p_progress": number;
+          "p_stage": string;
+          "p_status"?: string;
+        };
+        Returns: Json;
+      };
+      "upload_progress_reset": { Args: { "p_document": string }; Returns: Json };
+      "upload_record_parts": { Args: { "p_document": string; "p_parts": Json; "p_user": string }; Returns: Json };
+      "upload_step_failed": {
+        Args: { "p_document": string; "p_error": string; "p_retryable"?: boolean; "p_step": string };
+        Returns: Json;
+      };
+      "upload_step_finished": {
+        Args: { "p_document": string; "p_external_id"?: string; "p_source": string; "p_step": string };
+        Returns: Json;
+      };
+      "upload_webhook_forget": { Args: { "p_source": string; "p_webhook_id": string }; Returns: undefined };
+      "upload_webhook_seen": {
+        Args: { "p_body_sha256": string; "p_document": string; "p_source": string; "p_webhook_id": string };
+        Returns: string;
+      };
     };
     Enums: {
       [_ in never]: never;
