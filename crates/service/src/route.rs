@@ -16,7 +16,7 @@ use edgeworks_auth::ratelimit::{env_var_name, Limit};
 use edgeworks_core::{ApiError, Method, Request};
 use edgeworks_runtime::{Ctx, Options, Reply};
 
-use crate::caller::{authenticate, Caller};
+use crate::caller::{authenticate, presented_token, Caller};
 use crate::extract::{FromRequest, IntoReply, Parts};
 use crate::limit::rate_limit;
 
@@ -31,12 +31,15 @@ pub enum Access {
     Service,
     /// A signed-in user or the service role.
     UserOrService,
+    /// Anyone; a token, when presented, must be valid and becomes the
+    /// caller (`Option<Caller>`), so signed-in callers get their own limit.
+    Optional,
 }
 
 impl Access {
     fn admit(self, caller: &Caller) -> Result<(), ApiError> {
         match self {
-            Access::Public => Ok(()),
+            Access::Public | Access::Optional => Ok(()),
             Access::User => caller.user_id().map(|_| ()),
             Access::Service => caller.require_service_role(),
             Access::UserOrService if caller.principal.is_service_role => Ok(()),
@@ -163,6 +166,9 @@ pub struct Verify<const AUTHENTICATE: bool>;
 
 impl Gate for Verify<true> {
     async fn caller(ctx: &Ctx, req: &Request, access: Access) -> Result<Option<Caller>, ApiError> {
+        if access == Access::Optional && presented_token(req).is_none() {
+            return Ok(None);
+        }
         let caller = authenticate(ctx, req).await?;
         access.admit(&caller)?;
         Ok(Some(caller))
