@@ -227,4 +227,58 @@ mod tests {
         let route = Route::new(&[Method::Post]).rate_limit("fast");
         assert_eq!(route.limit("f", |_| None).unwrap_err().status(), 500);
     }
+
+    use crate::extract::Json;
+    use edgeworks_input::validate::Field;
+    use edgeworks_testkit::{block_on, NativeHost};
+    use serde_json::{json, Value};
+
+    edgeworks_input::input! {
+        struct Count {
+            n: Option<i64> = Field::integer(),
+        }
+    }
+
+    async fn count(Json(c): Json<Count>) -> Result<Json<Value>, ApiError> {
+        Ok(Json(json!({ "n": c.n })))
+    }
+
+    fn call<const AUTHENTICATE: bool>(route: Route, body: &str) -> Result<Reply, ApiError>
+    where
+        Verify<AUTHENTICATE>: Gate,
+    {
+        let host = NativeHost::at(1_767_225_600_000);
+        let secret = "a-test-secret-of-at-least-32-bytes!!";
+        let ctx = host.ctx(
+            &[("SUPABASE_URL", "http://127.0.0.1:9"), ("SUPABASE_JWT_SECRET", secret)],
+            "f",
+        );
+        let mut req = Request::new(Method::Post, "http://h/functions/v1/f");
+        req.body = body.as_bytes().to_vec();
+        block_on(run::<AUTHENTICATE, _, _>(route, count, req, ctx))
+    }
+
+    #[test]
+    fn an_anonymous_caller_of_a_private_route_gets_401_before_the_body_is_validated() {
+        let Err(e) = call::<true>(Route::new(&[Method::Post]), r#"{"n": "not a number"}"#) else {
+            panic!("an anonymous caller was answered");
+        };
+        assert_eq!((e.status(), e.code()), (401, "missing_token"));
+    }
+
+    #[test]
+    fn a_public_route_validates_the_body_without_reading_a_token() {
+        let route = Route::new(&[Method::Post]).access(Access::Public);
+        let Err(e) = call::<false>(route, r#"{"n": "not a number"}"#) else {
+            panic!("a bad body was accepted");
+        };
+        assert_eq!((e.status(), e.code()), (422, "validation_failed"));
+        assert!(call::<false>(route, r#"{"n": 3}"#).is_ok_and(|r| r.status == 200));
+    }
+
+    #[test]
+    fn an_optional_route_admits_a_caller_without_a_token() {
+        let route = Route::new(&[Method::Post]).access(Access::Optional);
+        assert!(call::<true>(route, "{}").is_ok_and(|r| r.status == 200));
+    }
 }
