@@ -8,8 +8,9 @@
 //! after), users' own provider keys sealed with AES-GCM ([`keys`]), the
 //! settings ([`settings`]), a conversation's live room ([`room`]: the client
 //! protocol, per-connection limits, ordered delivery, Realtime frames) and
-//! the functions' handlers and routes ([`chat_completion`],
-//! [`websocket_handler`]).
+//! files by content ([`upload`]: magic bytes, names, paths) and the
+//! functions' handlers and routes ([`chat_completion`],
+//! [`websocket_handler`], [`file_upload`]).
 //!
 //! Provider wire formats live in `edgeworks-llm`; this crate never builds a
 //! provider request itself, never touches js-sys, never writes a message,
@@ -19,9 +20,11 @@
 
 pub mod answer;
 pub mod chat_completion;
+pub mod file_upload;
 pub mod keys;
 pub mod ledger;
 pub mod request;
 pub mod room;
 pub mod settings;
+pub mod upload;
 pub mod websocket_handler;
