@@ -123,3 +123,22 @@ Deno.test("run-pipelines: other users' pipelines, bad ids and anonymous callers 
   const runs = await withDb((sql) => sql`select 1 from public.pipeline_runs where pipeline_id = ${pipeline}`);
   assertEquals(runs.length, 0);
 });
+
+Deno.test("run-pipelines: the one queue-worker runs pipeline steps too (their kinds are registered)", async () => {
+  const user = await createUser();
+  const pipeline = await makePipeline(user, [
+    { step_type: "generate-content", config: { prompt: "one" } },
+    { step_type: "generate-content", config: { prompt: "two" } },
+  ]);
+  const runId =
+    (await callFunction("run-pipelines", { token: user.token, body: { pipelineId: pipeline } })).body.data.run_id;
+  for (let i = 0; i < 20 && (await runRow(runId)).status !== "succeeded"; i++) {
+    const r = await callFunction("queue-worker", {
+      token: stack.serviceKey,
+      body: { job_types: ["pipeline_step"], max_duration_ms: 3000 },
+    });
+    assertEquals(r.status, 200, JSON.stringify(r.body));
+  }
+  assertEquals((await runRow(runId)).status, "succeeded");
+  assertEquals((await history(runId)).map((s) => s.status), ["succeeded", "succeeded"]);
+});
