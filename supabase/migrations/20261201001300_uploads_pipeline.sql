@@ -277,6 +277,52 @@ begin
 end
 $$;
 
+-- The stage's smoothed rate after a report of p_progress at p_at_ms: the same
+-- rule as edgeworks-uploads-protocol eta::EtaState::observe (an exponentially
+-- weighted mean and variance of percent per second, weight 0.3; reports under
+-- 50 ms apart merged; progress going backwards starts the stage over). Observed
+-- here, under the document's row lock, on the database's clock, so concurrent
+-- reporters on many isolates fold into one state; Rust estimates from it.
+create function private.upload_eta_observe(p_state jsonb, p_stage text, p_progress double precision,
+                                           p_at_ms bigint) returns jsonb
+language plpgsql immutable set search_path = ''
+as $$
+declare
+  v_state jsonb := coalesce(p_state, '{}'::jsonb);
+  v_p double precision := least(greatest(coalesce(p_progress, 0), 0), 100);
+  v_s jsonb := v_state -> 'stages' -> p_stage;
+  v_rate double precision;
+  v_var double precision;
+  v_n integer;
+  v_inst double precision;
+  v_diff double precision;
+begin
+  if jsonb_typeof(v_state -> 'stages') is distinct from 'object' then
+    v_state := jsonb_build_object('stages', '{}'::jsonb);
+  end if;
+  if v_s is null or v_p < (v_s ->> 'progress')::double precision or p_at_ms < (v_s ->> 'at_ms')::bigint then
+    return jsonb_set(v_state, array['stages', p_stage], jsonb_build_object(
+      'rate', 0, 'var', 0, 'progress', v_p, 'at_ms', p_at_ms, 'samples', 0));
+  end if;
+  if p_at_ms - (v_s ->> 'at_ms')::bigint < 50 then
+    return v_state;
+  end if;
+  v_inst := (v_p - (v_s ->> 'progress')::double precision)
+            / ((p_at_ms - (v_s ->> 'at_ms')::bigint) / 1000.0);
+  v_n := (v_s ->> 'samples')::integer;
+  if v_n = 0 then
+    v_rate := v_inst;
+    v_var := 0;
+  else
+    v_diff := v_inst - (v_s ->> 'rate')::double precision;
+    v_rate := (v_s ->> 'rate')::double precision + 0.3 * v_diff;
+    v_var := 0.7 * ((v_s ->> 'var')::double precision + 0.3 * v_diff * v_diff);
+  end if;
+  return jsonb_set(v_state, array['stages', p_stage], jsonb_build_object(
+    'rate', v_rate, 'var', v_var, 'progress', v_p, 'at_ms', p_at_ms, 'samples', v_n + 1));
+end
+$$;
+
 -- Enqueues the job that starts the step after p_step (nothing after embed).
 create function private.upload_enqueue_next(d public.documents, p_step text) returns uuid
 language plpgsql volatile security definer set search_path = ''
@@ -392,8 +438,10 @@ end
 $$;
 
 -- Records what the storage lists as stored (ListParts), the server-side truth a
--- resuming client starts from. Parts the storage no longer lists are forgotten.
--- Progress moves with the stored bytes.
+-- resuming client starts from. A listing only adds: reports of different parts
+-- race (each lists before the other's part is stored), and a part of a live
+-- upload is never taken away (an aborted upload is gone as a whole, and the
+-- completion asks the storage again).
 create function public.upload_record_parts(p_user uuid, p_document uuid, p_parts jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = ''
 as $$
@@ -414,10 +462,6 @@ begin
     from (select (e ->> 'part_number')::integer as part_number, (e ->> 'size')::bigint as size,
                  e ->> 'etag' as etag from jsonb_array_elements(p_parts) e) x
    where p.document_id = p_document and p.part_number = x.part_number;
-  update public.upload_parts p set size = null, etag = null, uploaded_at = null
-   where p.document_id = p_document and p.uploaded_at is not null
-     and not exists (select 1 from jsonb_array_elements(p_parts) e
-                      where (e ->> 'part_number')::integer = p.part_number);
   update public.upload_sessions set reconciled_at = now() where document_id = p_document;
   select coalesce(sum(size), 0) into v_stored from public.upload_parts
    where document_id = p_document and uploaded_at is not null;
@@ -476,15 +520,15 @@ begin
 end
 $$;
 
--- Progress within a stage. The ETA state (computed by progress-tracker from the
--- previous state) is stored as given. A broadcast on the user's private channel is
+-- Progress within a stage. The stage's rate is observed here (private.upload_eta_observe)
+-- unless p_eta_state gives the new state. A broadcast on the user's private channel is
 -- sent at most once per p_min_broadcast_ms; a status change always writes a row
 -- to realtime_progress_updates (and broadcasts).
 create function public.upload_progress(
   p_document uuid,
   p_stage text,
   p_progress integer,
-  p_eta_state jsonb,
+  p_eta_state jsonb default null,
   p_status text default null,
   p_min_broadcast_ms integer default 250
 ) returns jsonb
@@ -493,6 +537,7 @@ as $$
 declare
   v_doc public.documents;
   v_old_status text;
+  v_progress integer;
   v_broadcast boolean;
 begin
   if p_progress is null or p_progress not between 0 and 100 then
@@ -519,12 +564,15 @@ begin
       detail = v_doc.processing_step;
   end if;
   v_old_status := v_doc.status;
+  -- Uploaded bytes only grow: reports of parts that raced arrive in any order.
+  v_progress := case when p_stage = 'upload' then greatest(v_doc.progress, p_progress) else p_progress end;
   v_broadcast := v_doc.last_broadcast_at is null
     or v_doc.last_broadcast_at < now() - make_interval(secs => greatest(p_min_broadcast_ms, 0) / 1000.0)
     or (p_status is not null and p_status <> v_old_status);
   update public.documents
-     set progress = p_progress,
-         eta_state = coalesce(p_eta_state, eta_state),
+     set progress = v_progress,
+         eta_state = coalesce(p_eta_state, private.upload_eta_observe(
+           eta_state, p_stage, v_progress, (extract(epoch from clock_timestamp()) * 1000)::bigint)),
          status = coalesce(p_status, status),
          last_progress_at = now(), updated_at = now(),
          last_broadcast_at = case when v_broadcast then now() else last_broadcast_at end

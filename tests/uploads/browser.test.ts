@@ -69,7 +69,9 @@ Deno.test({
       timeout: 60_000,
     });
     const log = await page.textContent("#log");
-    assert(/upload: 5242880\/7340032/.test(log ?? ""), `a part's progress was shown: ${log}`);
+    // Parts finish in any order: some report between none and all of the bytes.
+    const between = [...(log ?? "").matchAll(/upload: (\d+)\/7340032/g)].map((m) => Number(m[1]));
+    assert(between.some((b) => b > 0 && b < 7340032), `a part's progress was shown: ${log}`);
     assertEquals(await page.getAttribute("#bar", "value"), "100");
 
     const id = await page.evaluate(() => (window as unknown as { documentId: string }).documentId);

@@ -322,6 +322,10 @@ export class V2UploadClient {
     eta.observe("upload", (done * 100) / total, started);
     report("uploading", "upload", done, null);
     const queue = [...result.parts];
+    // Each stored part is reported to upload-handler (its record of the session, and
+    // the ETag for completion) without holding up the next part; all must land before
+    // completing.
+    const reports: Promise<unknown>[] = [];
     const worker = async () => {
       for (let part = queue.shift(); part; part = queue.shift()) {
         const etag = await this.putPart(file, part);
@@ -332,12 +336,12 @@ export class V2UploadClient {
         report("uploading", "upload", done, JSON.parse(eta.estimate("upload", pct)) as Eta | null);
         if (result.uploadMethod === "multipart") {
           // The server's own record of the part (ListParts), for other devices and for its ETA.
-          await this.call("PUT", "upload-handler", {
+          reports.push(this.call("PUT", "upload-handler", {
             documentId: id,
             action: "part",
             partNumber: part.partNumber,
             ...(etag ? { etag } : {}),
-          });
+          }));
         }
       }
     };
@@ -345,7 +349,10 @@ export class V2UploadClient {
       await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, queue.length)) }, worker));
     } finally {
       eta.free();
+      // Settled before leaving, whatever happened: no report is left in flight.
+      await Promise.allSettled(reports);
     }
+    await Promise.all(reports);
     const completed = await this.call("PUT", "upload-handler", { documentId: id, action: "complete" });
     this.store()?.removeItem(V2UploadClient.fileKey(file));
     report(completed.status, completed.processingStep, total, null, completed.errorCode ?? null);

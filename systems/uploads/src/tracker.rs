@@ -134,13 +134,12 @@ pub async fn handle(
                 ));
             }
             let r: ProgressReport = incoming.value()?;
-            let doc = by_id(&db, &r.document_id).await?;
-            let state = doc.eta_state().observe(&r.stage, r.progress, now);
+            // One call: the rate is observed in SQL under the row lock (see eta.rs).
             let updated: Value = db
                 .rpc(
                     "upload_progress",
                     &json!({ "p_document": r.document_id, "p_stage": r.stage, "p_progress": r.progress.round() as i64,
-                             "p_eta_state": state, "p_status": r.status, "p_min_broadcast_ms": settings.broadcast_min_ms }),
+                             "p_status": r.status, "p_min_broadcast_ms": settings.broadcast_min_ms }),
                 )
                 .await
                 .map_err(map_upload_error)?;

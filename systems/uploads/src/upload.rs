@@ -461,12 +461,11 @@ async fn part_progress(
     let bytes: u64 = stored.iter().map(|(_, s)| s).sum();
     let now = ctx.clock().now_ms();
     let progress = ((bytes.min(loaded.document.file_size) * 100) / loaded.document.file_size.max(1)).min(99);
-    let eta = loaded.document.eta_state().observe("upload", progress as f64, now);
     let updated: Value = db
         .rpc(
             "upload_progress",
             &json!({ "p_document": loaded.document.id, "p_stage": "upload", "p_progress": progress,
-                     "p_eta_state": eta, "p_min_broadcast_ms": settings.broadcast_min_ms }),
+                     "p_min_broadcast_ms": settings.broadcast_min_ms }),
         )
         .await
         .map_err(map_upload_error)?;

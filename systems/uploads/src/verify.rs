@@ -71,6 +71,50 @@ async fn refuse<C: HttpClient>(s3: &S3Client<C>, d: &Declared<'_>, at: SigningTi
     err
 }
 
+/// Ranges of `chunk` bytes covering `size` bytes, as (first, last).
+pub fn ranges(size: u64, chunk: u64) -> Vec<(u64, u64)> {
+    let chunk = chunk.max(1);
+    (0..size.div_ceil(chunk))
+        .map(|i| (i * chunk, ((i + 1) * chunk).min(size) - 1))
+        .collect()
+}
+
+/// The hex SHA-256 of the stored object, read in ranges. The next range is
+/// requested before the current one is hashed, so the transfer overlaps the
+/// hashing (the request starts when its future is first polled).
+async fn hash_object<C: HttpClient>(
+    s3: &S3Client<C>,
+    d: &Declared<'_>,
+    chunk_bytes: u64,
+    at: SigningTime,
+) -> Result<String, ApiError> {
+    let read = |(first, last): (u64, u64)| async move {
+        let bytes = s3
+            .get_object_range(d.bucket, d.key, first, last, at)
+            .await
+            .map_err(storage_error)?;
+        if bytes.len() as u64 != last - first + 1 {
+            return Err(ApiError::upstream(
+                "storage_short_read",
+                "the storage answered a range with the wrong length",
+            ));
+        }
+        Ok(bytes)
+    };
+    let mut hash = StreamHash::default();
+    let mut pending = ranges(d.size, chunk_bytes).into_iter();
+    let Some(first) = pending.next() else {
+        return Ok(hash.finish_hex());
+    };
+    let mut current = read(first).await?;
+    for range in pending {
+        let (next, ()) = futures_util::future::join(read(range), async { hash.update(&current) }).await;
+        current = next?;
+    }
+    hash.update(&current);
+    Ok(hash.finish_hex())
+}
+
 /// Checks the stored object against the declaration; deletes it when it
 /// does not match. `Ok(None)`: nothing is stored under the key yet.
 pub async fn verify_object<C: HttpClient>(
@@ -107,25 +151,8 @@ pub async fn verify_object<C: HttpClient>(
         .with_details(json!({ "declared": d.content_type.mime(), "sniffed": sniffed.map(|t| t.mime()) }));
         return Err(refuse(s3, d, at, e).await);
     }
-    let mut hash = StreamHash::default();
-    let chunk = chunk_bytes.max(1);
-    let mut offset = 0u64;
-    while offset < d.size {
-        let last = (offset + chunk).min(d.size) - 1;
-        let bytes = s3
-            .get_object_range(d.bucket, d.key, offset, last, at)
-            .await
-            .map_err(storage_error)?;
-        if bytes.len() as u64 != last - offset + 1 {
-            return Err(ApiError::upstream(
-                "storage_short_read",
-                "the storage answered a range with the wrong length",
-            ));
-        }
-        hash.update(&bytes);
-        offset = last + 1;
-    }
-    if hash.finish_hex() != d.sha256 {
+    let hash = hash_object(s3, d, chunk_bytes, at).await?;
+    if hash != d.sha256 {
         let e = ApiError::new(
             422,
             "hash_mismatch",
@@ -157,6 +184,14 @@ mod tests {
         let expected = [(1, 10), (2, 10), (3, 4)];
         assert_eq!(missing_parts(&expected, &[stored(1, 10), stored(3, 5)]), vec![2, 3]);
         assert!(missing_parts(&expected, &[stored(3, 4), stored(1, 10), stored(2, 10)]).is_empty());
+    }
+
+    #[test]
+    fn ranges_cover_the_object_exactly() {
+        assert_eq!(ranges(10, 4), vec![(0, 3), (4, 7), (8, 9)]);
+        assert_eq!(ranges(8, 4), vec![(0, 3), (4, 7)]);
+        assert!(ranges(0, 4).is_empty());
+        assert_eq!(ranges(3, 0), vec![(0, 0), (1, 1), (2, 2)]);
     }
 
     #[test]

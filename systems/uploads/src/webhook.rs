@@ -140,18 +140,19 @@ pub async fn handle(
     let body: WebhookBody = incoming.value()?;
     let step = step_of(source, body.step.as_deref())?.to_string();
 
-    let doc: Value = db
-        .rpc("upload_document_by_id", &json!({ "p_document": body.document_id }))
-        .await
-        .map_err(map_upload_error)?;
-    let owner = doc["user_id"].as_str().unwrap_or_default().to_string();
     let gate = match source {
         Source::LlamaParse => Some(LLAMA_PARSE_FLAG),
         Source::Embedding => Some(EXTERNAL_EMBEDDING_FLAG),
         _ => None,
     };
     if let Some(name) = gate {
-        if !flag_on(&db, name, &owner).await? {
+        // Only the owner's flag decides whether this integration may speak for the document.
+        let doc: Value = db
+            .rpc("upload_document_by_id", &json!({ "p_document": body.document_id }))
+            .await
+            .map_err(map_upload_error)?;
+        let owner = doc["user_id"].as_str().unwrap_or_default();
+        if !flag_on(&db, name, owner).await? {
             return Err(ApiError::conflict(
                 "integration_disabled",
                 "this integration is not enabled for the document's owner",
@@ -183,7 +184,7 @@ pub async fn handle(
         _ => {}
     }
 
-    let applied = apply(&db, &settings, &body, source, &step, now).await;
+    let applied = apply(&db, &settings, &body, source, &step).await;
     match applied {
         Ok(result) => {
             ctx.log().info(
@@ -213,7 +214,6 @@ async fn apply(
     body: &WebhookBody,
     source: Source,
     step: &str,
-    now_ms: i64,
 ) -> Result<Value, ApiError> {
     match body.status.as_str() {
         "completed" => {
@@ -244,18 +244,11 @@ async fn apply(
         }
         _ => {
             let progress = body.progress.unwrap_or(0.0);
-            let doc: Value = db
-                .rpc("upload_document_by_id", &json!({ "p_document": body.document_id }))
-                .await
-                .map_err(map_upload_error)?;
-            let state: edgeworks_uploads_protocol::eta::EtaState =
-                serde_json::from_value(doc["eta_state"].clone()).unwrap_or_default();
-            let next = state.observe(step, progress, now_ms);
             let r: Value = db
                 .rpc(
                     "upload_progress",
                     &json!({ "p_document": body.document_id, "p_stage": step, "p_progress": progress.round() as i64,
-                             "p_eta_state": next, "p_min_broadcast_ms": settings.broadcast_min_ms }),
+                             "p_min_broadcast_ms": settings.broadcast_min_ms }),
                 )
                 .await
                 .map_err(map_upload_error)?;
