@@ -8,7 +8,11 @@
 //! grows with the number of samples and shrinks with the rate's spread.
 //!
 //! The state is stored with the document (`documents.eta_state`) and passed
-//! back in: times come in as arguments, nothing here reads a clock.
+//! back in: times come in as arguments, nothing here reads a clock. The
+//! functions observe in SQL (`private.upload_eta_observe`, migration
+//! 20261201001300), under the document's row lock and on the database's
+//! clock; that function states [`EtaState::observe`]'s rule again, constants
+//! included: change both together. The browser client observes here.
 
 use std::collections::BTreeMap;
 
