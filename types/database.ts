@@ -2786,7 +2786,7 @@ export type Database = {
         Returns: Json;
       };
       "media_record_admin_image": {
-        Args: { "p_metadata"?: Json; "p_mode": string; "p_path": string; "p_prompt": string; "p_user": string };
+        Args: { "p_metadata"?: Json; "p_mode": string; "p_path": string; "p_prompt": string; "p_user"?: string };
         Returns: Json;
       };
       "media_release_job": { Args: { "p_job": string; "p_lease_token": string }; Returns: Json };
@@ -3040,7 +3040,7 @@ export type Database = {
       "upload_progress": {
         Args: {
           "p_document": string;
-          "p_eta_state": Json;
+          "p_eta_state"?: Json;
           "p_min_broadcast_ms"?: number;
           "p_progress": number;
           "p_stage": string;

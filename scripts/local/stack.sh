@@ -249,6 +249,7 @@ ew_stop_pid() { # name
 }
 
 ew_stack_stop() {
+  ew_stop_pid media-worker
   ew_stop_pid gateway
   ew_stop_pid s3
   ew_stop_pid postrust
