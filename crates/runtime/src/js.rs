@@ -40,11 +40,32 @@ extern "C" {
     fn run_code_js(run: &str) -> Result<js_sys::Promise, JsValue>;
 }
 
-/// The host of the wasm build.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsHost;
+/// What a function's host links in beyond the basics (clock, randomness,
+/// logs, fetch, timers). `Ctx` holds a `dyn Host`, and a vtable links every
+/// method it names, whether called or not; so each function's route
+/// declares what it uses, and an undeclared capability is the trait's
+/// default (buffered fetch, work run inline, no outbound sockets, no
+/// sandbox), leaving its JavaScript glue out of that function's wasm.
+pub mod caps {
+    /// Nothing beyond the basics.
+    pub const NONE: u8 = 0;
+    /// `Host::send_streaming` reads the upstream body as it arrives.
+    pub const STREAMING_FETCH: u8 = 1;
+    /// `Host::spawn` hands work to `EdgeRuntime.waitUntil`.
+    pub const BACKGROUND: u8 = 2;
+    /// `Host::connect_websocket` (with the `streams` feature).
+    pub const OUTBOUND_SOCKETS: u8 = 4;
+    /// `Host::run_code` calls the sandbox runner a shim installs.
+    pub const SANDBOX: u8 = 8;
+    /// Everything (test fixtures).
+    pub const ALL: u8 = STREAMING_FETCH | BACKGROUND | OUTBOUND_SOCKETS | SANDBOX;
+}
 
-impl Host for JsHost {
+/// The host of the wasm build, with the capabilities in `CAPS` ([`caps`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsHost<const CAPS: u8 = { caps::ALL }>;
+
+impl<const CAPS: u8> Host for JsHost<CAPS> {
     fn now_ms(&self) -> i64 {
         js_sys::Date::now() as i64
     }
@@ -76,10 +97,17 @@ impl Host for JsHost {
         req: Request,
         timeout_ms: u32,
     ) -> LocalFuture<'static, Result<StreamedResponse, TransportError>> {
+        if CAPS & caps::STREAMING_FETCH == 0 {
+            let exchange = self.send(req, timeout_ms);
+            return Box::pin(async move { exchange.await.map(StreamedResponse::buffered) });
+        }
         Box::pin(send_streaming(req, timeout_ms))
     }
 
     fn run_code(&self, run: CodeRun) -> LocalFuture<'static, Option<Result<CodeReport, String>>> {
+        if CAPS & caps::SANDBOX == 0 {
+            return Box::pin(async { None });
+        }
         Box::pin(async move {
             let request = match serde_json::to_string(&run) {
                 Ok(r) => r,
@@ -105,11 +133,21 @@ impl Host for JsHost {
         url: &str,
         protocols: &[String],
     ) -> LocalFuture<'static, Result<WebSocket, TransportError>> {
+        if CAPS & caps::OUTBOUND_SOCKETS == 0 {
+            return Box::pin(async {
+                Err(TransportError::Network(
+                    "outbound WebSockets are not among this function's capabilities (Route::capabilities)".into(),
+                ))
+            });
+        }
         let (url, protocols) = (url.to_string(), protocols.to_vec());
         Box::pin(async move { outbound::connect(&url, &protocols).await })
     }
 
     fn spawn(&self, work: LocalFuture<'static, ()>) -> Result<(), LocalFuture<'static, ()>> {
+        if CAPS & caps::BACKGROUND == 0 {
+            return Err(work);
+        }
         let promise = wasm_bindgen_futures::future_to_promise(async move {
             work.await;
             Ok(JsValue::UNDEFINED)

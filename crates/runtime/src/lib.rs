@@ -32,7 +32,7 @@ pub use ctx::Ctx;
 pub use edgeworks_core::{ApiError, Method, Request, Response};
 pub use env::Env;
 pub use host::{Host, HostClock, HostHttp, HostRng, Level, LocalFuture, StreamedResponse};
-pub use js::JsHost;
+pub use js::{caps, JsHost};
 #[cfg(feature = "streams")]
 pub use js::{SocketHandle, StreamHandle};
 pub use log::Logger;
@@ -50,20 +50,25 @@ pub use wasm_bindgen_futures;
 /// calls, with no extractors: `handler` is
 /// `async fn(Request, Ctx) -> Result<impl Into<Reply>, ApiError>`.
 ///
-/// `export_raw!(handle);` or `export_raw!(handle, Options { .. });`.
+/// `export_raw!(handle);`, `export_raw!(handle, Options { .. });`, or with
+/// the host capabilities it links in: `export_raw!(handle, options, caps = caps::NONE)`
+/// (default: all of them).
 #[macro_export]
 macro_rules! export_raw {
     ($handler:expr) => {
         $crate::export_raw!($handler, $crate::Options::default());
     };
     ($handler:expr, $options:expr) => {
+        $crate::export_raw!($handler, $options, caps = $crate::caps::ALL);
+    };
+    ($handler:expr, $options:expr, caps = $caps:expr) => {
         /// The entry point the shim calls.
         #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen, wasm_bindgen_futures = $crate::wasm_bindgen_futures)]
         pub async fn handle(
             request: $crate::wasm_bindgen::JsValue,
             env: $crate::wasm_bindgen::JsValue,
         ) -> $crate::wasm_bindgen::JsValue {
-            $crate::serve(request, env, $options, $handler).await
+            $crate::serve::<{ $caps }, _, _, _>(request, env, $options, $handler).await
         }
     };
 }

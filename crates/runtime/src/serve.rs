@@ -36,14 +36,20 @@ impl Default for Options {
 }
 
 /// Runs one request from the shim through the pipeline and `handler`.
-pub async fn serve<F, Fut, R>(js_request: JsValue, js_env: JsValue, options: Options, handler: F) -> JsValue
+/// `CAPS` are the host capabilities the function links in ([`crate::caps`]).
+pub async fn serve<const CAPS: u8, F, Fut, R>(
+    js_request: JsValue,
+    js_env: JsValue,
+    options: Options,
+    handler: F,
+) -> JsValue
 where
     F: FnOnce(Request, Ctx) -> Fut,
     Fut: Future<Output = Result<R, ApiError>>,
     R: Into<Reply>,
 {
     console_error_panic_hook::set_once();
-    let host: Rc<dyn Host> = Rc::new(JsHost);
+    let host: Rc<dyn Host> = Rc::new(JsHost::<CAPS>);
     let env = env_from_js(&js_env);
     let function = env.get("EDGEWORKS_FUNCTION").unwrap_or("function").to_string();
     let cors = CorsPolicy::from_env_value(env.get("CORS_ALLOWED_ORIGINS"));

@@ -37,7 +37,7 @@ pub mod prelude {
         UserDb, WebSocketUpgrade,
     };
     pub use edgeworks_core::{ApiError, Method, Response};
-    pub use edgeworks_runtime::{Ctx, Reply};
+    pub use edgeworks_runtime::{caps, Ctx, Reply};
 }
 
 /// Exports `handler` (an `async fn` whose arguments are extractors) under
@@ -52,7 +52,8 @@ macro_rules! export_handler {
     ($handler:path, $route:expr) => {
         $crate::runtime::export_raw!(
             |req, ctx| $crate::run::<{ !$crate::Route::is_public(&$route) }, _, _>($route, $handler, req, ctx),
-            $route.options()
+            $route.options(),
+            caps = $route.caps
         );
     };
 }

@@ -60,6 +60,9 @@ pub struct Route {
     pub rate_limit: Option<&'static str>,
     /// Body limit in bytes; `MAX_BODY_BYTES` overrides it.
     pub max_body_bytes: usize,
+    /// Host capabilities beyond the basics (`edgeworks_runtime::caps`):
+    /// only what is declared is linked into the function's wasm.
+    pub caps: u8,
 }
 
 impl Route {
@@ -70,7 +73,15 @@ impl Route {
             access: Access::User,
             rate_limit: None,
             max_body_bytes: 1024 * 1024,
+            caps: edgeworks_runtime::caps::NONE,
         }
+    }
+
+    /// The host capabilities the handler uses, e.g.
+    /// `caps::STREAMING_FETCH | caps::BACKGROUND`.
+    pub const fn capabilities(mut self, caps: u8) -> Route {
+        self.caps = caps;
+        self
     }
 
     /// Who may call.

@@ -29,7 +29,11 @@ use crate::request::{Candidate, CompletionRequest};
 use crate::settings::AiSettings;
 
 /// All of chat-completion's endpoints; 60 calls burst, one a second after.
-pub const ROUTE: Route = Route::new(&[Method::Get, Method::Post, Method::Put, Method::Delete]).rate_limit("60/1");
+/// Streams the provider's answer as it arrives and finishes the stream's
+/// bookkeeping in the background: it links those host capabilities.
+pub const ROUTE: Route = Route::new(&[Method::Get, Method::Post, Method::Put, Method::Delete])
+    .rate_limit("60/1")
+    .capabilities(edgeworks_runtime::caps::STREAMING_FETCH | edgeworks_runtime::caps::BACKGROUND);
 
 /// Keep-alive comment interval of event streams.
 const KEEP_ALIVE_MS: u32 = 15_000;

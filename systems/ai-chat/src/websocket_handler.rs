@@ -41,7 +41,12 @@ use crate::ledger;
 use crate::room::{self, ClientMessage, ConnLimit, Incoming, Order};
 
 /// GET (the upgrade), signed-in users, 30 connects burst / one a second.
-pub const ROUTE: Route = Route::new(&[Method::Get]).rate_limit("30/1");
+/// Relays a Realtime subscription (an outbound socket) and streams answers.
+pub const ROUTE: Route = Route::new(&[Method::Get]).rate_limit("30/1").capabilities(
+    edgeworks_runtime::caps::OUTBOUND_SOCKETS
+        | edgeworks_runtime::caps::STREAMING_FETCH
+        | edgeworks_runtime::caps::BACKGROUND,
+);
 
 /// Per connection: this many frames at once, then this many a second.
 const FRAME_BURST: u32 = 20;

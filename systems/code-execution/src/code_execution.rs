@@ -16,7 +16,10 @@ use crate::settings::{Limits, MEMORY_LIMIT_BYTES};
 
 /// POST, signed-in users, 10 burst / one every 5 s per user (`RATE_LIMIT_CODE_EXECUTION`
 /// overrides): each run may take up to a second of CPU.
-pub const ROUTE: Route = Route::new(&[Method::Post]).rate_limit("10/0.2");
+/// Runs code in the host's sandbox: it links that capability.
+pub const ROUTE: Route = Route::new(&[Method::Post])
+    .rate_limit("10/0.2")
+    .capabilities(edgeworks_runtime::caps::SANDBOX);
 
 edgeworks_input::input! {
     /// What code-execution takes.
