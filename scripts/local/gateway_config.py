@@ -45,7 +45,7 @@ if dotenv.exists():
                 sys.exit(f"{dotenv}: {k}: secret names must not start with SUPABASE_ "
                          "(the prefix is reserved for what the platform sets); rename it")
             env[k] = v.strip().strip('"')
-PASS = ("GEMINI_", "OPENAI_", "ANTHROPIC_", "MISTRAL_", "AI_", "RATE_LIMIT_", "CORS_", "MAX_BODY", "LOG_LEVEL", "EDGEWORKS_FN_", "QUEUE_", "CHAT_", "MEDIA_")
+PASS = ("GEMINI_", "OPENAI_", "ANTHROPIC_", "MISTRAL_", "AI_", "RATE_LIMIT_", "CORS_", "MAX_BODY", "LOG_LEVEL", "EDGEWORKS_FN_", "QUEUE_", "CHAT_", "UPLOAD_", "MEDIA_")
 for k, v in os.environ.items():
     if k.startswith(PASS):
         env[k] = v
