@@ -306,3 +306,35 @@ Deno.test(
     );
   },
 );
+
+Deno.test("no secret reaches a response or the logs", opts, async () => {
+  const u = await createUser();
+  const secrets = ["LLAMAPARSE", "STORAGE", "EMBEDDING", "INTERNAL"]
+    .map((s) => Deno.env.get(`UPLOAD_WEBHOOK_SECRET_${s}`)!)
+    .flatMap((s) => [s, s.replace(/^whsec_/, "")]);
+  secrets.push(Deno.env.get("S3_SECRET_ACCESS_KEY")!, Deno.env.get("SUPABASE_SERVICE_ROLE_KEY")!);
+  const answers = [
+    await init(u.token, {
+      filename: "s.pdf",
+      contentType: "application/pdf",
+      fileSize: 12 * MiB,
+      sha256: await sha256Hex("s"),
+      partSha256: ["x"],
+    }),
+    await init(u.token, {
+      filename: "s.pdf",
+      contentType: "application/pdf",
+      fileSize: 100,
+      sha256: await sha256Hex("s"),
+    }),
+    await sendWebhook("internal", { documentId: crypto.randomUUID(), status: "completed", step: "parse" }),
+    await sendWebhook("storage", { documentId: crypto.randomUUID(), status: "completed" }, {
+      secret: "whsec_" + btoa("x"),
+    }),
+  ];
+  const logs = await Deno.readTextFile(`${Deno.env.get("EDGEWORKS_STATE_DIR")}/logs/gateway.log`);
+  for (const s of secrets) {
+    for (const a of answers) assert(!JSON.stringify(a.body).includes(s), "a secret in a response");
+    assert(!logs.includes(s), "a secret in the logs");
+  }
+});
