@@ -428,6 +428,8 @@ async fn run(cfg: Config) -> Result<(), String> {
         cfg,
     });
 
+    // The LISTEN session lives as long as this function (the whole process).
+    let mut _listener = None;
     if worker.cfg.wake == media_worker::Wake::Notify {
         let (listener, mut conn) = connect(&worker.cfg).await?;
         let me = worker.clone();
@@ -457,8 +459,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             .batch_execute(&channels)
             .await
             .map_err(|e| format!("LISTEN failed: {e}"))?;
-        // Keep the listening client alive for the process's life.
-        std::mem::forget(listener);
+        _listener = Some(listener);
     }
 
     log(
