@@ -51,7 +51,9 @@ export async function check(root: string): Promise<string[]> {
     if (!block) {
       problems.push(`${name}: no [functions.${name}] in supabase/config.toml`);
     } else {
-      if (block.verify_jwt !== false) problems.push(`${name}: config.toml must set verify_jwt = false (Rust verifies tokens)`);
+      if (block.verify_jwt !== false) {
+        problems.push(`${name}: config.toml must set verify_jwt = false (Rust verifies tokens)`);
+      }
       if (block.entrypoint !== undefined && block.entrypoint !== `./functions/${name}/index.ts`) {
         problems.push(`${name}: config.toml entrypoint is ${block.entrypoint}, not ./functions/${name}/index.ts`);
       }
@@ -61,7 +63,9 @@ export async function check(root: string): Promise<string[]> {
     }
     if (crates.has(name)) {
       const cargo = await Deno.readTextFile(`${root}/functions/${name}/Cargo.toml`);
-      if (!cargo.includes(`name = "${name}"`)) problems.push(`${name}: functions/${name}/Cargo.toml names another package`);
+      if (!cargo.includes(`name = "${name}"`)) {
+        problems.push(`${name}: functions/${name}/Cargo.toml names another package`);
+      }
     }
     if (shims.has(name)) {
       const shim = await Deno.readTextFile(`${root}/supabase/functions/${name}/index.ts`);

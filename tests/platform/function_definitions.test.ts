@@ -64,7 +64,10 @@ Deno.test("what create writes for a new function agrees with itself", async () =
   try {
     await Deno.mkdir(`${dir}/systems/demo/src`, { recursive: true });
     await Deno.writeTextFile(`${dir}/systems/demo/Cargo.toml`, '[package]\nname = "edgeworks-demo"\n');
-    await Deno.writeTextFile(`${dir}/systems/demo/src/lib.rs`, "//! demo\n\npub mod other;\n\n#[cfg(test)]\nmod tests {}\n");
+    await Deno.writeTextFile(
+      `${dir}/systems/demo/src/lib.rs`,
+      "//! demo\n\npub mod other;\n\n#[cfg(test)]\nmod tests {}\n",
+    );
     const written = await create(dir, "demo", "demo-hello");
     assert(written.includes("functions/demo-hello/src/lib.rs"));
     assertEquals(await check(dir), []);

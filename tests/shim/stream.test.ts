@@ -24,8 +24,16 @@ function b64url(data: Uint8Array | string): string {
 /** A service-role token as the platform signs API keys (HS256, no sub/aud). */
 async function serviceToken(secret = SECRET): Promise<string> {
   const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ role: "service_role", iss: "supabase", exp: Math.floor(Date.now() / 1000) + 600 }));
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const body = b64url(
+    JSON.stringify({ role: "service_role", iss: "supabase", exp: Math.floor(Date.now() / 1000) + 600 }),
+  );
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
   const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${head}.${body}`)));
   return `${head}.${body}.${b64url(sig)}`;
 }
@@ -114,7 +122,10 @@ Deno.test("a panic mid-stream ends the stream with an error event and the next r
   await next.body?.cancel();
 });
 
-function open(url: string, protocols: string[]): Promise<{ ws: WebSocket; opened: boolean; closed: Promise<CloseEvent> }> {
+function open(
+  url: string,
+  protocols: string[],
+): Promise<{ ws: WebSocket; opened: boolean; closed: Promise<CloseEvent> }> {
   return new Promise((resolve) => {
     const ws = new WebSocket(url, protocols);
     const closed = new Promise<CloseEvent>((res) => ws.addEventListener("close", (e) => res(e)));
@@ -148,7 +159,10 @@ Deno.test("a WebSocket with its token in Sec-WebSocket-Protocol echoes through R
 Deno.test("a WebSocket with a bad token is refused before the upgrade", async () => {
   const { url, server } = serve();
   try {
-    const { opened, closed } = await open(`${url.replace("http", "ws")}/ws`, ["edgeworks", await serviceToken("another-secret-of-at-least-32-bytes!!")]);
+    const { opened, closed } = await open(`${url.replace("http", "ws")}/ws`, [
+      "edgeworks",
+      await serviceToken("another-secret-of-at-least-32-bytes!!"),
+    ]);
     assertEquals(opened, false);
     await closed;
     const plain = await handler(new Request("http://f.local/shim-fixture/ws", { headers: { upgrade: "websocket" } }));
