@@ -5,6 +5,7 @@ import { createClient } from "@supabase/supabase-js";
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   account,
+  claim,
   jobReaches,
   ledger,
   mediaJob,
@@ -124,7 +125,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a running job cancelled by its owner stops at the worker's next heartbeat and is refunded",
+  name: "a running job cancelled by its owner stops at the worker's next contact (heartbeat or report) and is refunded",
   ...mediaTest,
   fn: async () => {
     // Lease 3 s: heartbeats every second.
@@ -158,6 +159,29 @@ Deno.test({
     } finally {
       await worker.stop();
     }
+  },
+});
+
+Deno.test({
+  name: "after a cancel the worker's heartbeat answers stop (cancelled) and renews nothing",
+  ...mediaTest,
+  fn: async () => {
+    const user = await userWithCredits(3);
+    const jobId = await queueOk(user.token, { jobType: "sdxl_image_fast", metadata: { prompt: "beat" } });
+    const { lease } = await claim(jobId, 30);
+    const beat = async () =>
+      (await withDb((sql) => sql`select public.media_heartbeat(${jobId}::uuid, ${lease}::uuid, 30) as b`, 1))[0].b;
+    assertEquals((await beat()).continue, true);
+    const owner = createClient(stack.url, stack.anonKey, {
+      global: { headers: { Authorization: `Bearer ${user.token}` } },
+      auth: { persistSession: false },
+    });
+    assertEquals((await owner.rpc("media_cancel_job", { p_job: jobId })).error, null);
+    assertEquals(await beat(), { continue: false, reason: "cancelled" });
+    const lapsed = await beat();
+    assertEquals(lapsed.continue, false);
+    assertEquals((await mediaJob(jobId)).status, "cancelled");
+    assertEquals(await account(user.id), { balance: 3, reserved: 0 });
   },
 });
 
