@@ -258,18 +258,25 @@ async function main() {
       ["sdxl_image_fast", "image_fast"],
     );
     console.error("phase 2: dispatch with LISTEN/NOTIFY...");
-    const notified = await dispatchPhase("notify", [{ MEDIA_WORKER_WAKE: "notify" }], ["sdxl_image_fast", "image_fast"]);
+    const notified = await dispatchPhase("notify", [{ MEDIA_WORKER_WAKE: "notify" }], [
+      "sdxl_image_fast",
+      "image_fast",
+    ]);
 
     console.error(`phase 3: ${o.jobs} jobs from ${o.users} users through ${o.workers} workers...`);
     const ws = Array.from({ length: o.workers }, (_, i) => startWorker(env, { MEDIA_WORKER_ID: `bench-load-${i}` }));
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = performance.now();
     const per = Math.ceil(o.jobs / o.users);
-    const ids = (await Promise.all(users.slice(0, o.users).map(async (u, ui) => {
-      const mine: string[] = [];
-      for (let i = 0; i < per && ui * per + i < o.jobs; i++) mine.push(await queueJob(u.token, small(`load ${ui} ${i}`)));
-      return mine;
-    }))).flat();
+    const ids = (await Promise.all(
+      users.slice(0, o.users).map(async (u, ui) => {
+        const mine: string[] = [];
+        for (let i = 0; i < per && ui * per + i < o.jobs; i++) {
+          mine.push(await queueJob(u.token, small(`load ${ui} ${i}`)));
+        }
+        return mine;
+      }),
+    )).flat();
     const queuedMs = performance.now() - t0;
     await waitDone(ids, 600_000);
     const totalMs = performance.now() - t0;
@@ -281,7 +288,11 @@ async function main() {
     const loadDispatch = await dispatchOf(ids);
 
     const row = (name: string, xs: number[]) =>
-      console.log(`  ${name.padEnd(44)} p50 ${fmt(quantile(xs, 0.5)).padStart(7)} ms   p95 ${fmt(quantile(xs, 0.95)).padStart(7)} ms   (n=${xs.length})`);
+      console.log(
+        `  ${name.padEnd(44)} p50 ${fmt(quantile(xs, 0.5)).padStart(7)} ms   p95 ${
+          fmt(quantile(xs, 0.95)).padStart(7)
+        } ms   (n=${xs.length})`,
+      );
     console.log("\nmedia queue: dispatch latency (queue-job accepted -> worker claimed, database clock)");
     row("seed polling, sdxl_queue every 2 s", polled.sdxl_image_fast);
     row("seed polling, wan_queue every 5 s", polled.image_fast);
@@ -290,7 +301,11 @@ async function main() {
     console.log("  Hatchet (published, warm workers)            < 25 ms");
     console.log(`\nsustained: ${ids.length} jobs, ${o.users} users, ${o.workers} workers (notify), 64 px PNGs`);
     console.log(`  queued in ${fmt(queuedMs)} ms (${(ids.length / (queuedMs / 1000)).toFixed(1)} queue-job/s)`);
-    console.log(`  all finished in ${fmt(totalMs)} ms: ${(ids.length / (totalMs / 1000)).toFixed(1)} jobs/s, ${failed} not completed`);
+    console.log(
+      `  all finished in ${fmt(totalMs)} ms: ${
+        (ids.length / (totalMs / 1000)).toFixed(1)
+      } jobs/s, ${failed} not completed`,
+    );
     row("end to end (created -> completed)", lat);
     row("dispatch under load", loadDispatch);
   } finally {

@@ -27,14 +27,18 @@ export async function userWithCredits(credits: number): Promise<TestUser> {
 }
 
 export async function account(userId: string): Promise<{ balance: number; reserved: number }> {
-  const rows = await withDb((sql) =>
-    sql`select balance, reserved from public.media_credit_accounts where user_id = ${userId}`, 1);
+  const rows = await withDb(
+    (sql) => sql`select balance, reserved from public.media_credit_accounts where user_id = ${userId}`,
+    1,
+  );
   return rows[0] ? { balance: rows[0].balance, reserved: rows[0].reserved } : { balance: 0, reserved: 0 };
 }
 
 export async function ledger(userId: string): Promise<{ kind: string; amount: number }[]> {
-  return await withDb((sql) =>
-    sql`select kind, amount from public.media_credit_ledger where user_id = ${userId} order by id`, 1) as any;
+  return await withDb(
+    (sql) => sql`select kind, amount from public.media_credit_ledger where user_id = ${userId} order by id`,
+    1,
+  ) as any;
 }
 
 export async function mediaJob(jobId: string): Promise<any> {
@@ -78,9 +82,12 @@ export async function jobReaches(jobId: string, statuses: string[], ms = 30_000)
 
 /** Claims one named job directly, as a worker would, with a lease of `leaseSeconds`. */
 export async function claim(jobId: string, leaseSeconds = 30): Promise<{ lease: string; queue: string }> {
-  const rows = await withDb((sql) =>
-    sql`select lease_token::text as lease, queue from public.claim_job(${jobId}::uuid, 'test-worker',
-          array['sdxl_queue','wan_queue'], null, ${leaseSeconds})`, 1);
+  const rows = await withDb(
+    (sql) =>
+      sql`select lease_token::text as lease, queue from public.claim_job(${jobId}::uuid, 'test-worker',
+          array['sdxl_queue','wan_queue'], null, ${leaseSeconds})`,
+    1,
+  );
   if (!rows[0]) throw new Error(`job ${jobId} could not be claimed`);
   return rows[0] as any;
 }

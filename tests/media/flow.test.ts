@@ -41,8 +41,10 @@ Deno.test({
       assertEquals(await account(user.id), { balance: 9, reserved: 0 });
       assertEquals((await ledger(user.id)).map((l) => l.kind), ["grant", "reserve", "commit"]);
 
-      const images = await withDb((sql) =>
-        sql`select * from public.images where job_id = ${jobId} order by created_at`, 1);
+      const images = await withDb(
+        (sql) => sql`select * from public.images where job_id = ${jobId} order by created_at`,
+        1,
+      );
       assertEquals(images.length, 2);
       assert(images.every((i: any) => i.status === "completed" && i.user_id === user.id));
       assertEquals(images[0].id, done.image_id, "the row queue-job created is the first output");
@@ -146,8 +148,11 @@ Deno.test({
       assertEquals(error, null);
       assertEquals((data as any).status, "cancelled");
       assertEquals(await account(user.id), { balance: 10, reserved: 0 });
-      await until("the worker to stop the job", async () =>
-        worker.output().includes(`"ending":"cancelled"`) ? true : undefined, 10_000);
+      await until(
+        "the worker to stop the job",
+        async () => worker.output().includes(`"ending":"cancelled"`) ? true : undefined,
+        10_000,
+      );
       // Stopped, not finished: no output, no completion afterwards.
       await new Promise((r) => setTimeout(r, 500));
       const after = await mediaJob(jobId);
@@ -222,7 +227,10 @@ Deno.test({
     assertEquals(released.status, "queued", "released, not failed");
     const attempts = await withDb((sql) => sql`select attempts from public.jobs where id = ${jobId}`, 1);
     assertEquals(attempts[0].attempts, 0, "a release is not charged an attempt");
-    await withDb((sql) => sql`update public.media_jobs set metadata = '{"prompt":"handed back"}' where id = ${jobId}`, 1);
+    await withDb(
+      (sql) => sql`update public.media_jobs set metadata = '{"prompt":"handed back"}' where id = ${jobId}`,
+      1,
+    );
     const second = startWorker({ MEDIA_WORKER_ID: "shutdown-second" });
     try {
       assertEquals((await jobReaches(jobId, ["completed", "failed"])).status, "completed");
@@ -238,16 +246,22 @@ Deno.test({
   ...mediaTest,
   fn: async () => {
     const user = await userWithCredits(4);
-    const rows = await withDb((sql) =>
-      sql`select (public.media_queue_job(${user.id}::uuid, 'image_fast', 'late', '', '{}'::jsonb,
-                                          p_ttl_seconds => 1) -> 'job' ->> 'id') as id`, 1);
+    const rows = await withDb(
+      (sql) =>
+        sql`select (public.media_queue_job(${user.id}::uuid, 'image_fast', 'late', '', '{}'::jsonb,
+                                          p_ttl_seconds => 1) -> 'job' ->> 'id') as id`,
+      1,
+    );
     const jobId = rows[0].id;
     assertEquals(await account(user.id), { balance: 1, reserved: 3 });
     await new Promise((r) => setTimeout(r, 1200));
     // Any claim sweeps first; nothing of this user's is handed out.
-    const claimed = await withDb((sql) =>
-      sql`select c from public.media_claim_jobs('ttl-test', array['wan_queue'], 1, 5) c
-           where c ->> 'job_id' = ${jobId}`, 1);
+    const claimed = await withDb(
+      (sql) =>
+        sql`select c from public.media_claim_jobs('ttl-test', array['wan_queue'], 1, 5) c
+           where c ->> 'job_id' = ${jobId}`,
+      1,
+    );
     assertEquals(claimed.length, 0);
     const j = await mediaJob(jobId);
     assertEquals([j.status, j.credit_state], ["expired", "refunded"]);

@@ -70,14 +70,16 @@ Deno.test({
   ...mediaTest,
   fn: async () => {
     const user = await createUser();
-    const count = async () =>
-      (await withDb((sql) => sql`select count(*)::int as n from public.images`, 1))[0].n;
+    const count = async () => (await withDb((sql) => sql`select count(*)::int as n from public.images`, 1))[0].n;
     const before = await count();
     for (const token of [user.token, await tokenWith(user.id, { role: "Admin" }), await tokenWith(user.id, {})]) {
       const r = await callFunction("generate-admin-image", { token, body: { prompt: "x" } });
       assertEquals([r.status, r.body.error?.code], [403, "admin_required"]);
     }
-    assertEquals((await callFunction("generate-admin-image", { token: stack.anonKey, body: { prompt: "x" } })).status, 401);
+    assertEquals(
+      (await callFunction("generate-admin-image", { token: stack.anonKey, body: { prompt: "x" } })).status,
+      401,
+    );
     assertEquals((await callFunction("generate-admin-image", { body: { prompt: "x" } })).status, 401);
     const admin = await tokenWith(user.id, { role: "admin" });
     const bad = await callFunction("generate-admin-image", { token: admin, body: { prompt: "", mode: "ultra" } });

@@ -25,8 +25,14 @@ async function queued(jobType = "sdxl_image_fast") {
 /** Everything a refusal must leave alone. */
 async function snapshot(jobId: string, userId: string) {
   const j = await mediaJob(jobId);
-  const q = await withDb((sql) => sql`select status, progress, lease_token::text from public.jobs where id = ${jobId}`, 1);
-  const imgs = await withDb((sql) => sql`select status, storage_path from public.images where user_id = ${userId} order by id`, 1);
+  const q = await withDb(
+    (sql) => sql`select status, progress, lease_token::text from public.jobs where id = ${jobId}`,
+    1,
+  );
+  const imgs = await withDb(
+    (sql) => sql`select status, storage_path from public.images where user_id = ${userId} order by id`,
+    1,
+  );
   return JSON.stringify({ j: [j.status, j.outputs, j.progress, j.credit_state], q, imgs, a: await account(userId) });
 }
 
@@ -183,7 +189,12 @@ Deno.test({
   fn: async () => {
     const { user, jobId } = await queued();
     const before = await snapshot(jobId, user.id);
-    const unclaimed = await report({ jobId, leaseToken: crypto.randomUUID(), status: "completed", filePath: `${user.id}/x.png` });
+    const unclaimed = await report({
+      jobId,
+      leaseToken: crypto.randomUUID(),
+      status: "completed",
+      filePath: `${user.id}/x.png`,
+    });
     assertEquals([unclaimed.status, unclaimed.body.error.code], [409, "illegal_transition"]);
     assertEquals(await snapshot(jobId, user.id), before);
 

@@ -104,8 +104,10 @@ Deno.test({
     assertEquals((await queueJob(user.token, "{not json")).status, 400);
     assertEquals((await queueJob("", { jobType: "image_fast" })).status, 401);
     const other = await createUser();
-    const theirs = await withDb((sql) =>
-      sql`insert into public.projects (user_id, title) values (${other.id}, 'theirs') returning id`, 1);
+    const theirs = await withDb(
+      (sql) => sql`insert into public.projects (user_id, title) values (${other.id}, 'theirs') returning id`,
+      1,
+    );
     const r = await queueJob(user.token, { jobType: "image_fast", projectId: theirs[0].id });
     assertEquals([r.status, r.body.error.code], [404, "project_not_found"]);
     assertEquals(await account(user.id), { balance: 5, reserved: 0 });
@@ -123,8 +125,10 @@ Deno.test({
     const v = await queueJob(poor.token, { jobType: "video_fast" });
     assertEquals(v.status, 402);
     assertEquals(v.body.error.details, { required: 10, balance: 9 });
-    const jobs = await withDb((sql) =>
-      sql`select count(*)::int as n from public.media_jobs where user_id in (${broke.id}, ${poor.id})`, 1);
+    const jobs = await withDb(
+      (sql) => sql`select count(*)::int as n from public.media_jobs where user_id in (${broke.id}, ${poor.id})`,
+      1,
+    );
     assertEquals(jobs[0].n, 0);
   },
 });
@@ -135,8 +139,10 @@ Deno.test({
   fn: async () => {
     const user = await userWithCredits(10);
     const answers = await Promise.all(
-      Array.from({ length: 50 }, (_, i) =>
-        queueJob(user.token, { jobType: "sdxl_image_fast", metadata: { prompt: `burst ${i}` } })),
+      Array.from(
+        { length: 50 },
+        (_, i) => queueJob(user.token, { jobType: "sdxl_image_fast", metadata: { prompt: `burst ${i}` } }),
+      ),
     );
     const statuses = answers.map((a) => a.status);
     assertEquals(statuses.filter((s) => s === 200).length, 10, JSON.stringify(statuses));

@@ -70,11 +70,16 @@ Deno.test({
       );
       const jobId = await queueOk(user.token, { jobType: "sdxl_image_fast", metadata: { prompt: "live" } });
       await jobReaches(jobId, ["completed"]);
-      const completed = await until("the completed image row to arrive", async () =>
-        seen.find((p) => p.new?.job_id === jobId && p.new?.status === "completed"));
+      const completed = await until(
+        "the completed image row to arrive",
+        async () => seen.find((p) => p.new?.job_id === jobId && p.new?.status === "completed"),
+      );
       assert(completed.new.storage_path.startsWith(`${user.id}/${jobId}/`), completed.new.storage_path);
       // queue-job creates the row (before the job it points to exists), then links it.
-      assert(seen.some((p) => p.eventType === "INSERT" && p.new?.id === completed.new.id), "the row's creation arrived too");
+      assert(
+        seen.some((p) => p.eventType === "INSERT" && p.new?.id === completed.new.id),
+        "the row's creation arrived too",
+      );
       await new Promise((r) => setTimeout(r, 300));
       assertEquals(leaked.filter((p) => p.new?.job_id === jobId).length, 0);
     } finally {
