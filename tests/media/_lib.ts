@@ -58,7 +58,11 @@ export async function queueOk(token: string, body: unknown): Promise<string> {
 }
 
 /** Polls until `check` returns a value (not undefined), or throws after `ms`. */
-export async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  ms = 30_000,
+): Promise<T> {
   const end = Date.now() + ms;
   let last: unknown;
   while (Date.now() < end) {

@@ -150,7 +150,7 @@ Deno.test({
       assertEquals(await account(user.id), { balance: 10, reserved: 0 });
       await until(
         "the worker to stop the job",
-        async () => worker.output().includes(`"ending":"cancelled"`) ? true : undefined,
+        () => worker.output().includes(`"ending":"cancelled"`) ? true : undefined,
         10_000,
       );
       // Stopped, not finished: no output, no completion afterwards.

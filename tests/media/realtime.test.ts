@@ -72,7 +72,7 @@ Deno.test({
       await jobReaches(jobId, ["completed"]);
       const completed = await until(
         "the completed image row to arrive",
-        async () => seen.find((p) => p.new?.job_id === jobId && p.new?.status === "completed"),
+        () => seen.find((p) => p.new?.job_id === jobId && p.new?.status === "completed"),
       );
       assert(completed.new.storage_path.startsWith(`${user.id}/${jobId}/`), completed.new.storage_path);
       // queue-job creates the row (before the job it points to exists), then links it.
@@ -125,7 +125,7 @@ Deno.test({
         await new Promise((res) => setTimeout(res, 50));
       }
       const elapsed = Date.now() - started;
-      await until("a progress broadcast", async () => (events.length > 0 ? true : undefined), 5000);
+      await until("a progress broadcast", () => (events.length > 0 ? true : undefined), 5000);
       await new Promise((r) => setTimeout(r, 300));
       assert(events.length >= 1 && events.length <= Math.floor(elapsed / 500) + 1, `${events.length} in ${elapsed} ms`);
       for (let i = 1; i < events.length; i++) {
