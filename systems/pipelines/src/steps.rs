@@ -368,3 +368,18 @@ impl PipelineStep<'_> {
 pub fn api_error(e: edgeworks_db::DbError) -> ApiError {
     tokens::map_db_error(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_key_is_one_per_run_step_and_platform() {
+        let k = post_key("run-1", "step-1", "twitter");
+        assert_eq!(k.len(), 64);
+        assert_eq!(k, post_key("run-1", "step-1", "twitter"), "a retry finds its own key");
+        assert_ne!(k, post_key("run-2", "step-1", "twitter"));
+        assert_ne!(k, post_key("run-1", "step-2", "twitter"));
+        assert_ne!(k, post_key("run-1", "step-1", "linkedin"));
+    }
+}

@@ -398,3 +398,33 @@ pub fn public_connection(row: &Value) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_answer_keeps_only_its_public_fields() {
+        let row = json!({ "id": "c1", "platform": "twitter", "status": "active", "access_token": "v1.k1.x.y",
+                          "refresh_token": "v1.k1.a.b", "user_id": "u1" });
+        let out = public_connection(&row);
+        assert_eq!(out, json!({ "id": "c1", "platform": "twitter", "status": "active" }));
+    }
+
+    #[test]
+    fn an_access_token_never_prints() {
+        let t = AccessToken {
+            token: "at-secret".into(),
+            refreshed: true,
+            expires_at: None,
+        };
+        assert!(!format!("{t:?}").contains("at-secret"));
+    }
+
+    #[test]
+    fn expiry_is_now_plus_the_platforms_seconds() {
+        assert_eq!(expiry(0, Some(60)).as_deref(), Some("1970-01-01T00:01:00.000Z"));
+        assert_eq!(expiry(0, Some(0)), None);
+        assert_eq!(expiry(0, None), None);
+    }
+}
