@@ -186,9 +186,11 @@ fn error_frame(code: &str, message: &str) -> String {
 
 impl Session {
     async fn run(mut self, ws: WebSocket, welcome: Value) {
-        ws.send_text(welcome.to_string());
         let topic = room::topic(&self.conversation_id);
+        // Joined before the welcome: a client that has its welcome hears
+        // everything broadcast from then on (typing is never stored).
         let mut realtime = self.join_realtime(&topic).await;
+        ws.send_text(welcome.to_string());
         // Anything after the client's last seq, including what was posted
         // while it joined, comes from the log.
         self.catch_up(&ws).await;
