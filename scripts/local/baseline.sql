@@ -34,14 +34,23 @@ create extension if not exists pgcrypto with schema extensions;
 create extension if not exists "uuid-ossp" with schema extensions;
 
 -- The grants Supabase gives the API roles on public: everything, with RLS
--- deciding what a row-level caller may see.
+-- deciding what a row-level caller may see. Only on a database no migration
+-- has touched yet: this file runs on every start, and granting again after
+-- the migrations revoked (20261201000100_api_privileges.sql and each table's
+-- explicit grants) would reopen every table and function to anon.
 grant usage on schema public to anon, authenticated, service_role;
-grant all on all tables in schema public to anon, authenticated, service_role;
-grant all on all functions in schema public to anon, authenticated, service_role;
-grant all on all sequences in schema public to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public grant all on functions to anon, authenticated, service_role;
-alter default privileges for role postgres in schema public grant all on sequences to anon, authenticated, service_role;
+do $$
+begin
+  if to_regclass('supabase_migrations.schema_migrations') is null then
+    grant all on all tables in schema public to anon, authenticated, service_role;
+    grant all on all functions in schema public to anon, authenticated, service_role;
+    grant all on all sequences in schema public to anon, authenticated, service_role;
+    alter default privileges for role postgres in schema public grant all on tables to anon, authenticated, service_role;
+    alter default privileges for role postgres in schema public grant all on functions to anon, authenticated, service_role;
+    alter default privileges for role postgres in schema public grant all on sequences to anon, authenticated, service_role;
+  end if;
+end
+$$;
 
 -- auth: the subset of GoTrue's schema that migrations and RLS policies use.
 create schema if not exists auth;
