@@ -272,3 +272,50 @@ Deno.test({
            where j.worker_id = 'ttl-test' and j.status = 'processing'`, 1);
   },
 });
+
+Deno.test({
+  name: "with MEDIA_BACKEND=openai the worker stores what a remote Images API returned",
+  ...mediaTest,
+  fn: async () => {
+    // A local fake speaking OpenAI's POST /v1/images/generations with b64_json answers.
+    const png = Uint8Array.from(
+      atob(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
+      ),
+      (c) => c.charCodeAt(0),
+    );
+    const seen: any[] = [];
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+      const body = await req.json();
+      seen.push({ path: new URL(req.url).pathname, auth: req.headers.get("authorization"), body });
+      const b64 = btoa(String.fromCharCode(...png));
+      return Response.json({ created: 1, data: Array.from({ length: body.n }, () => ({ b64_json: b64 })) });
+    });
+    const worker = startWorker({
+      MEDIA_BACKEND: "openai",
+      MEDIA_BACKEND_URL: `http://127.0.0.1:${server.addr.port}`,
+      MEDIA_BACKEND_API_KEY: "sk-fake-images",
+    });
+    try {
+      const user = await userWithCredits(5);
+      const jobId = await queueOk(user.token, {
+        jobType: "sdxl_image_high",
+        metadata: { prompt: "a red kite", num_images: 2 },
+      });
+      const done = await jobReaches(jobId, ["completed", "failed"]);
+      assertEquals(done.status, "completed", done.error_message);
+      assertEquals(seen.length, 1);
+      assertEquals([seen[0].path, seen[0].auth, seen[0].body.n, seen[0].body.size], [
+        "/v1/images/generations",
+        "Bearer sk-fake-images",
+        2,
+        "512x512",
+      ]);
+      for (const key of done.outputs) assertEquals([...await readObject(key)], [...png]);
+      assert(!worker.output().includes("sk-fake-images"), "the API key is not logged");
+    } finally {
+      await worker.stop();
+      await server.shutdown();
+    }
+  },
+});
