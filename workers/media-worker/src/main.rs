@@ -206,10 +206,6 @@ impl Worker {
             let _ = self.report(&body).await;
             return Ending::Done;
         };
-        let content_type = match (&self.cfg.backend, plan.kind) {
-            (Backend::Local, edgeworks_media::catalog::OutputKind::Video) => "image/apng",
-            _ => "image/png",
-        };
         // Heartbeats run beside everything after the claim (a slow first
         // report must not cost the lease); a refused one (cancelled, lease
         // lost) flips `stop`.
@@ -228,9 +224,9 @@ impl Worker {
             })
         };
         let start = json!({"jobId": claim.job_id, "leaseToken": claim.lease_token, "status": "processing",
-                           "progress": 0, "uploads": {"count": plan.count, "contentType": content_type}});
-        let uploads = match self.report(&start).await {
-            Ok((200, v)) => v["uploads"].as_array().cloned().unwrap_or_default(),
+                           "progress": 0});
+        match self.report(&start).await {
+            Ok((200, _)) => {}
             Ok((status, v)) => {
                 log(
                     "warn",
@@ -253,12 +249,12 @@ impl Worker {
             }
         };
 
-        let ending = self.work(&claim, &plan, &uploads, &mut stop).await;
+        let ending = self.work(&claim, &plan, &mut stop).await;
         beat.abort();
         ending
     }
 
-    async fn work(&self, claim: &Claim, plan: &JobPlan, uploads: &[Value], stop: &mut watch::Receiver<bool>) -> Ending {
+    async fn work(&self, claim: &Claim, plan: &JobPlan, stop: &mut watch::Receiver<bool>) -> Ending {
         let mut shutdown = self.shutdown.clone();
         // The local backend's simulated generation time, with progress reports.
         let steps = plan.render_ms / 200;
@@ -309,8 +305,25 @@ impl Worker {
                 return Ending::Done;
             }
         };
+        // Upload URLs are asked for now, when the outputs and their type are
+        // known, so their lifetime need not cover the generation.
+        let content_type = outputs.first().map_or("image/png", |o| o.content_type.as_str());
+        let ask = json!({"jobId": claim.job_id, "leaseToken": claim.lease_token, "status": "processing",
+                         "progress": 99, "uploads": {"count": outputs.len().min(4), "contentType": content_type}});
+        let uploads = match self.report(&ask).await {
+            Ok((200, v)) => v["uploads"].as_array().cloned().unwrap_or_default(),
+            Ok(_) => return Ending::Stopped("cancelled"),
+            Err(e) => {
+                log(
+                    "warn",
+                    "job-callback unreachable",
+                    json!({"job_id": claim.job_id, "error": e}),
+                );
+                return Ending::Stopped("unreachable");
+            }
+        };
         let mut paths = Vec::new();
-        for (output, target) in outputs.iter().zip(uploads) {
+        for (output, target) in outputs.iter().zip(&uploads) {
             if let Err(e) = self.upload(target, output).await {
                 let body = json!({"jobId": claim.job_id, "leaseToken": claim.lease_token, "status": "failed",
                                   "errorMessage": e});
@@ -379,6 +392,12 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => {
                     log("error", "claim failed", json!({"error": e.to_string()}));
+                    if self.db.is_closed() {
+                        // No reconnect logic here: exit and let the supervisor start a
+                        // fresh process; jobs this one held come back when their leases lapse.
+                        log("error", "database connection lost; exiting", json!({}));
+                        std::process::exit(1);
+                    }
                 }
             }
             tokio::select! {
