@@ -188,14 +188,17 @@ impl<T: Validate> FromRequest for Query<T> {
     }
 }
 
-/// The query string on GET, the JSON body otherwise (the seeds' status
-/// endpoints take both), validated against `T`'s schema.
+/// The query string on GET (and on a DELETE without a body), the JSON body
+/// otherwise (the seeds' status endpoints take both), validated against `T`'s
+/// schema.
 #[derive(Debug, Clone)]
 pub struct JsonOrQuery<T>(pub T);
 
 impl<T: Validate> FromRequest for JsonOrQuery<T> {
     async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
-        let value = if parts.req.method == Method::Get {
+        let from_query = parts.req.method == Method::Get
+            || (parts.req.method == Method::Delete && parts.req.body.iter().all(u8::is_ascii_whitespace));
+        let value = if from_query {
             T::schema().object_from_query(parts.req.query())
         } else {
             body_value(&parts.req.body)?

@@ -10,14 +10,15 @@ use edgeworks_core::{ApiError, Clock, Method};
 use edgeworks_db::Db;
 use edgeworks_input::validate::Field;
 use edgeworks_runtime::Ctx;
-use edgeworks_service::{Access, Json, JsonOrQuery, Route, Settings, UserDb};
+use edgeworks_service::{Access, FromRequest, Json, JsonOrQuery, Parts, Route, Settings, UserDb};
 use serde_json::{json, Value};
 
 use crate::estimate_duration_ms;
 use crate::submit::map_chat_error;
 
-/// GET or POST, the job's owner (or the service role), 120 burst / 4 per second.
-pub const ROUTE: Route = Route::new(&[Method::Get, Method::Post])
+/// GET or POST reads, DELETE `{job_id}` cancels a question that has not
+/// started; the job's owner (or the service role), 120 burst / 4 per second.
+pub const ROUTE: Route = Route::new(&[Method::Get, Method::Post, Method::Delete])
     .access(Access::UserOrService)
     .rate_limit("120/4");
 
@@ -43,15 +44,50 @@ fn job_or_session(q: &StatusQuery) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The request's method: DELETE cancels, GET and POST read.
+pub struct Verb(pub Method);
+
+impl FromRequest for Verb {
+    async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
+        Ok(Verb(parts.req.method))
+    }
+}
+
 /// The handler.
 pub async fn handle(
     db: UserDb,
     settings: Settings<crate::Settings>,
+    Verb(method): Verb,
     JsonOrQuery(query): JsonOrQuery<StatusQuery>,
     ctx: Ctx,
 ) -> Result<Json<Value>, ApiError> {
     let now = ctx.clock().now_ms();
+    if method == Method::Delete {
+        return cancel(&db, &query, now, settings.prior_duration_ms).await.map(Json);
+    }
     status(&db, &query, now, settings.prior_duration_ms).await.map(Json)
+}
+
+/// Cancels the owner's question if it has not started (chat_cancel checks
+/// the caller and the state): its place in the session is given back and
+/// the session's next question may run. Answers the job as it now stands.
+pub async fn cancel<C: HttpClient>(
+    db: &Db<C>,
+    query: &StatusQuery,
+    now_ms: i64,
+    prior_ms: u64,
+) -> Result<Value, ApiError> {
+    let Some(job_id) = &query.job_id else {
+        return Err(ApiError::unprocessable(
+            "request failed validation",
+            json!({ "fields": [{ "field": "job_id", "code": "required", "message": "name the job to cancel" }] }),
+        ));
+    };
+    let v: Value = db
+        .rpc("chat_cancel", &json!({ "p_job": job_id }))
+        .await
+        .map_err(map_chat_error)?;
+    Ok(json!({ "job": present(v.clone(), &v, now_ms, prior_ms) }))
 }
 
 /// The answer for `query` at `now_ms`.
@@ -191,6 +227,32 @@ mod tests {
         assert!(out["jobs"][0].get("result").is_none());
         let sent: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
         assert_eq!(sent, json!({ "p_session_id": "s1", "p_limit": 5 }));
+    }
+
+    #[test]
+    fn cancel_needs_a_job_and_maps_a_running_job_to_409() {
+        let server = FakeServer::start(|req, _| {
+            assert!(req.url.ends_with("/rpc/chat_cancel"));
+            json_response(
+                400,
+                r#"{"code":"EC409","message":"job_not_cancellable","details":"processing","hint":null}"#,
+            )
+        });
+        let db = Db::new(NativeClient, &server.base_url, "anon", "token");
+        let none = StatusQuery {
+            job_id: None,
+            session_id: Some("s1".into()),
+            limit: None,
+        };
+        assert_eq!(block_on(cancel(&db, &none, NOW, 2000)).unwrap_err().status(), 422);
+        assert!(server.requests().is_empty(), "nothing is asked without a job id");
+        let q = StatusQuery {
+            job_id: Some("00000000-0000-4000-8000-000000000000".into()),
+            session_id: None,
+            limit: None,
+        };
+        let e = block_on(cancel(&db, &q, NOW, 2000)).unwrap_err();
+        assert_eq!((e.status(), e.code()), (409, "job_not_cancellable"));
     }
 
     #[test]

@@ -10,9 +10,9 @@ use edgeworks_input::validate::{Field, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use edgeworks_core::Method;
+use edgeworks_core::{Method, Response};
 use edgeworks_runtime::{Ctx, Env};
-use edgeworks_service::{FromEnv, FromRequest, Json, Parts, Route, ServiceDb, Settings as Loaded, User};
+use edgeworks_service::{FromEnv, FromRequest, Parts, Route, ServiceDb, Settings as Loaded, User};
 
 use crate::settings::Settings;
 
@@ -50,16 +50,47 @@ impl FromRequest for Question {
     }
 }
 
+/// The client's `Idempotency-Key` header, if it sent one: 1 to 255 printable
+/// ASCII characters (what Stripe-style clients send), else 422.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    /// Checks a header value.
+    pub fn parse(value: Option<&str>) -> Result<IdempotencyKey, ApiError> {
+        let Some(key) = value else {
+            return Ok(IdempotencyKey(None));
+        };
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(ApiError::unprocessable(
+                "request failed validation",
+                json!({ "fields": [{ "field": "Idempotency-Key", "code": "invalid_format",
+                                     "message": "use 1 to 255 printable ASCII characters without spaces" }] }),
+            ));
+        }
+        Ok(IdempotencyKey(Some(key.to_string())))
+    }
+}
+
+impl FromRequest for IdempotencyKey {
+    async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
+        IdempotencyKey::parse(parts.req.headers.get("idempotency-key"))
+    }
+}
+
 /// The handler: one SQL call creates or locks the session, enforces the
-/// question limit, stores the question and enqueues the job.
+/// question limit, stores the question and enqueues the job. With an
+/// Idempotency-Key, a retry within 24 hours gets the first answer again
+/// (marked `Idempotent-Replayed: true`) and creates nothing.
 pub async fn handle(
     user: User,
     settings: Loaded<Settings>,
+    key: IdempotencyKey,
     Question(body): Question,
     db: ServiceDb,
     ctx: Ctx,
-) -> Result<Json<Value>, ApiError> {
-    let done = submit(&db, &user.id, &body, &settings).await?;
+) -> Result<Response, ApiError> {
+    let done = submit(&db, &user.id, &body, &settings, key.0.as_deref()).await?;
     let estimate = crate::estimate_duration_ms(
         done.queue_position,
         done.avg_processing_ms,
@@ -71,14 +102,19 @@ pub async fn handle(
         "question queued",
         json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }),
     );
-    Ok(Json(json!({
+    let answer = Response::ok(&json!({
         "job_id": done.job_id,
         "status": "pending",
         "estimated_duration_ms": estimate,
         "queue_position": done.queue_position,
         "session_id": done.session_id,
         "questions_remaining": done.max_questions.saturating_sub(done.question_count),
-    })))
+    }));
+    Ok(if done.replayed {
+        answer.with_header("idempotent-replayed", "true")
+    } else {
+        answer
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +222,9 @@ pub struct Submitted {
     pub samples: u32,
     #[serde(default)]
     pub active_workers: u32,
+    /// True when an Idempotency-Key's first answer came back.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// Maps the chat SQL functions' SQLSTATEs to client errors.
@@ -201,9 +240,18 @@ pub fn map_chat_error(e: DbError) -> ApiError {
             ApiError::not_found("session_not_found", "no such session")
         }
         Some("EC404") => ApiError::not_found("job_not_found", "no such job"),
+        Some("EC409") if e.message() == "job_not_cancellable" => ApiError::conflict(
+            "job_not_cancellable",
+            "only a question that has not started can be cancelled",
+        ),
         Some("EC409") => ApiError::conflict(
             "session_field_mismatch",
             "this session was started with another field_id",
+        ),
+        Some("EC422") => ApiError::new(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request in the last 24 hours",
         ),
         Some("EC410") => ApiError::new(
             410,
@@ -233,6 +281,7 @@ pub async fn submit<C: HttpClient>(
     user_id: &str,
     req: &SubmitRequest,
     settings: &Settings,
+    idempotency_key: Option<&str>,
 ) -> Result<Submitted, ApiError> {
     let args: Value = json!({
         "p_user": user_id,
@@ -244,6 +293,7 @@ pub async fn submit<C: HttpClient>(
         "p_session_max_age_seconds": settings.session_max_age_seconds,
         "p_max_attempts": settings.max_attempts,
         "p_backoff_base_ms": settings.retry_base_ms,
+        "p_idempotency_key": idempotency_key,
     });
     db.rpc("chat_submit", &args).await.map_err(map_chat_error)
 }
@@ -315,5 +365,27 @@ mod tests {
             map_chat_error(api("EC404", "field_not_found")).code(),
             "field_not_found"
         );
+        let reused = map_chat_error(api("EC422", "idempotency_key_reused"));
+        assert_eq!((reused.status(), reused.code()), (422, "idempotency_key_reused"));
+        let running = map_chat_error(api("EC409", "job_not_cancellable"));
+        assert_eq!((running.status(), running.code()), (409, "job_not_cancellable"));
+        assert_eq!(
+            map_chat_error(api("EC409", "session_field_mismatch")).code(),
+            "session_field_mismatch"
+        );
+    }
+
+    #[test]
+    fn an_idempotency_key_is_printable_ascii_up_to_255() {
+        assert_eq!(IdempotencyKey::parse(None).unwrap(), IdempotencyKey(None));
+        assert_eq!(
+            IdempotencyKey::parse(Some("retry-7f3a")).unwrap(),
+            IdempotencyKey(Some("retry-7f3a".into()))
+        );
+        for bad in ["", "has space", "tab\there", "caf\u{e9}"] {
+            assert_eq!(IdempotencyKey::parse(Some(bad)).unwrap_err().status(), 422, "{bad:?}");
+        }
+        assert_eq!(IdempotencyKey::parse(Some(&"k".repeat(256))).unwrap_err().status(), 422);
+        assert!(IdempotencyKey::parse(Some(&"k".repeat(255))).is_ok());
     }
 }
