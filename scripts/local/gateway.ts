@@ -345,18 +345,27 @@ function shutdown() {
 Deno.addSignalListener("SIGINT", shutdown);
 Deno.addSignalListener("SIGTERM", shutdown);
 
-// Every function boots now, as before a first request; later ones boot on demand.
-await functionsHost.start();
+// The public port is bound before any function boots: the ports the stack's
+// pieces were given are free only until someone binds them, and a function
+// process picking a free port of its own could otherwise take this one.
+// Requests that arrive meanwhile wait for the boot below.
+let markBooted = () => {};
+const booted = new Promise<void>((resolve) => (markBooted = resolve));
 
 // Behind the front (http_front.ts), which owns the public port, so heads the
 // server library would refuse with a bare 400 get the envelope too.
 serveWithFront({ hostname: "127.0.0.1", port: config.port }, async (req, info) => {
+  await booted;
   const t0 = performance.now();
   const resp = await route(req, info);
   const path = new URL(req.url).pathname;
   console.log(`${req.method} ${path} ${resp.status} ${Math.round(performance.now() - t0)}ms`);
   return resp;
 });
+
+// Every function boots now, as before a first request; later ones boot on demand.
+await functionsHost.start();
+markBooted();
 
 // The scheduler: what pg_cron + pg_net do in production.
 for (const job of config.cron ?? []) {
