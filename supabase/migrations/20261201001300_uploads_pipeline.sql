@@ -35,6 +35,7 @@
 --   upload_progress_reset(p_document) -> jsonb
 --   upload_step_finished(p_document, p_step, p_source, p_external_id) -> jsonb
 --   upload_step_failed(p_document, p_step, p_error, p_retryable) -> jsonb
+--   upload_parse_submitted(p_document, p_job_id) -> jsonb   LlamaParse's job id, checked on its webhook
 --   upload_webhook_seen(p_source, p_webhook_id, p_body_sha256, p_document) -> text
 --   upload_cleanup() -> jsonb
 -- The next step's job is enqueued in the same transaction as the step it follows
@@ -653,6 +654,12 @@ begin
     raise exception using errcode = 'EU409', message = 'step_not_current',
       detail = coalesce(v_doc.processing_step, '');
   end if;
+  -- A LlamaParse result must be the job we submitted (when we submitted one).
+  if p_source = 'llamaparse' and v_doc.llama_parse_job_id is not null
+     and (p_external_id = v_doc.llama_parse_job_id) is not true then
+    raise exception using errcode = 'EU409', message = 'external_job_mismatch',
+      detail = 'the webhook names another LlamaParse job';
+  end if;
   update public.documents
      set processing_step = v_next,
          status = case when v_next = 'completed' then 'completed' else status end,
@@ -669,6 +676,30 @@ begin
     jsonb_build_object('finished_step', p_step, 'source', p_source));
   v_job := private.upload_enqueue_next(v_doc, p_step);
   return jsonb_build_object('next_job_id', v_job, 'document', private.upload_document_json(v_doc));
+end
+$$;
+
+-- The parse job handed the document to LlamaParse: its job id, which the result's
+-- webhook must name. Only while parse is the current step.
+create function public.upload_parse_submitted(p_document uuid, p_job_id text) returns jsonb
+language plpgsql volatile security definer set search_path = ''
+as $$
+declare
+  v_doc public.documents;
+begin
+  if p_job_id is null or length(p_job_id) not between 1 and 200 then
+    raise exception using errcode = '22023', message = 'p_job_id must be 1 to 200 characters';
+  end if;
+  select * into v_doc from public.documents where id = p_document for update;
+  if not found then
+    raise exception using errcode = 'EU404', message = 'document_not_found';
+  end if;
+  if v_doc.status <> 'processing' or v_doc.processing_step <> 'parse' then
+    raise exception using errcode = 'EU409', message = 'step_not_current', detail = v_doc.processing_step;
+  end if;
+  update public.documents set llama_parse_job_id = p_job_id, updated_at = now(), last_progress_at = now()
+   where id = p_document returning * into v_doc;
+  return jsonb_build_object('document', private.upload_document_json(v_doc));
 end
 $$;
 
@@ -766,6 +797,7 @@ grant execute on function public.upload_progress(uuid, text, integer, jsonb, tex
 grant execute on function public.upload_progress_reset(uuid) to service_role;
 grant execute on function public.upload_step_finished(uuid, text, text, text) to service_role;
 grant execute on function public.upload_step_failed(uuid, text, text, boolean) to service_role;
+grant execute on function public.upload_parse_submitted(uuid, text) to service_role;
 grant execute on function public.upload_webhook_seen(text, text, text, uuid) to service_role;
 grant execute on function public.upload_webhook_forget(text, text) to service_role;
 grant execute on function public.upload_cleanup() to service_role;

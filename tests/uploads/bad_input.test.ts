@@ -312,7 +312,11 @@ Deno.test("no secret reaches a response or the logs", opts, async () => {
   const secrets = ["LLAMAPARSE", "STORAGE", "EMBEDDING", "INTERNAL"]
     .map((s) => Deno.env.get(`UPLOAD_WEBHOOK_SECRET_${s}`)!)
     .flatMap((s) => [s, s.replace(/^whsec_/, "")]);
-  secrets.push(Deno.env.get("S3_SECRET_ACCESS_KEY")!, Deno.env.get("SUPABASE_SERVICE_ROLE_KEY")!);
+  secrets.push(
+    Deno.env.get("S3_SECRET_ACCESS_KEY")!,
+    Deno.env.get("SUPABASE_SERVICE_ROLE_KEY")!,
+    Deno.env.get("UPLOAD_LLAMA_PARSE_API_KEY")!,
+  );
   const answers = [
     await init(u.token, {
       filename: "s.pdf",

@@ -4,7 +4,7 @@
 // signed webhooks; progress and ETA seen on the way, over Realtime and from
 // progress-tracker. Resume from a second client, and after a "reload".
 import { assert, assertEquals } from "../support/assert.ts";
-import { callFunction, createUser, eventually, stack, withDb } from "../support/stack.ts";
+import { callFunction, createUser, eventually, need, stack, withDb } from "../support/stack.ts";
 import {
   client,
   documentRow,
@@ -51,9 +51,16 @@ Deno.test(
       assertEquals(doc.sniffed_content_type, "application/pdf");
       assertEquals(doc.processing_step, "parse");
 
-      // Parse goes to LlamaParse (flag on): the job waits for its webhook.
+      // Parse goes to LlamaParse (flag on): the job hands it the document by a presigned
+      // URL (the fake downloads it, as LlamaParse does) and waits for its webhook.
       await runUploadJobs();
-      assertEquals((await documentRow(id)).processing_step, "parse");
+      const submitted = await documentRow(id);
+      assertEquals(submitted.processing_step, "parse");
+      const llama = await (await fetch(`${need("UPLOAD_LLAMA_PARSE_BASE_URL")}/__requests`)).json();
+      const job = llama.find((r: any) => r.id === submitted.llama_parse_job_id);
+      assert(job, `LlamaParse received the job: ${JSON.stringify(llama)}`);
+      assertEquals([job.fetched_status, job.fetched_bytes, job.fetched_prefix], [200, 12 * MiB, "%PDF-"]);
+      assertEquals(job.webhook_url, `${stack.url}/functions/v1/processing-webhook`);
       // The parser reports progress through progress-tracker (service role): an ETA with a band.
       for (const [i, pct] of [10, 25, 40, 55].entries()) {
         const r = await callFunction("progress-tracker", {
@@ -69,12 +76,14 @@ Deno.test(
       assert(progress.eta!.lowSeconds <= progress.eta!.seconds && progress.eta!.seconds <= progress.eta!.highSeconds);
       assert(progress.eta!.confidence > 0 && progress.eta!.confidence <= 1);
 
-      const parsed = await sendWebhook("llamaparse", { documentId: id, status: "completed", jobId: "llama-job-1" });
+      const stranger = await sendWebhook("llamaparse", { documentId: id, status: "completed", jobId: "another-job" });
+      assertEquals([stranger.status, stranger.body.error.code], [409, "external_job_mismatch"]);
+      const parsed = await sendWebhook("llamaparse", { documentId: id, status: "completed", jobId: job.id });
       assertEquals(parsed.status, 200, JSON.stringify(parsed.body));
       assert(parsed.body.data.result.nextJobId, "the embed job was enqueued");
       const afterParse = await documentRow(id);
       assertEquals(afterParse.processing_step, "embed");
-      assertEquals(afterParse.llama_parse_job_id, "llama-job-1");
+      assertEquals(afterParse.llama_parse_job_id, job.id);
 
       await runUploadJobs();
       const embedded = await sendWebhook("embedding", { documentId: id, status: "completed" });

@@ -21,6 +21,7 @@ use edgeworks_queue::housekeeping::{Housekeeping, BUCKET_IDLE_SECONDS, DEFAULT_R
 use edgeworks_queue::{JobQueue, Registry, Worker, WorkerStatus};
 use edgeworks_runtime::{Ctx, HostHttp};
 use edgeworks_service::{Access, Json, Route, ServiceDb, ServiceRole, Settings};
+use edgeworks_uploads::UploadJobs;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -71,13 +72,14 @@ impl Validate for WorkerRequest {
 fn registry<'a>(
     chat: &'a ChatSetup,
     pipelines: &'a PipelineSetup,
+    uploads: &'a UploadJobs,
     today: &'a str,
     ctx: &Ctx,
 ) -> Registry<'a, HostHttp> {
     let registry = Registry::new()
         .register(chat.handler(today))
         .register(Housekeeping)
-        .register(edgeworks_uploads::UploadParse)
+        .register(uploads.parse_handler(ctx.clock().now_ms().div_euclid(1000)))
         .register(edgeworks_uploads::UploadEmbed);
     pipelines.register(registry, ctx)
 }
@@ -87,6 +89,7 @@ pub async fn handle(
     _: ServiceRole,
     chat: Settings<ChatSetup>,
     pipelines: Settings<PipelineSetup>,
+    uploads: Settings<UploadJobs>,
     Json(body): Json<WorkerRequest>,
     db: ServiceDb,
     ctx: Ctx,
@@ -101,7 +104,7 @@ pub async fn handle(
         .worker_id
         .unwrap_or_else(|| isolate_worker_id("queue-worker", &mut ctx.rng()));
     let today = today(ctx.clock().now_ms());
-    let registry = registry(&chat, &pipelines, &today, &ctx);
+    let registry = registry(&chat, &pipelines, &uploads, &today, &ctx);
     let kinds: Option<Vec<&str>> = body.job_types.as_ref().map(|t| t.iter().map(String::as_str).collect());
     let http = ctx.http();
     let worker = Worker::new(&registry, &db, &http, &worker_id, chat.settings.lease_seconds);
@@ -187,7 +190,8 @@ mod tests {
         let pipelines =
             PipelineSetup::from_env(&edgeworks_runtime::Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
         let ctx = NativeHost::at(NOW).ctx(&[], "queue-worker");
-        let mut registered = registry(&chat, &pipelines, "2026-01-01", &ctx).kinds();
+        let uploads = edgeworks_uploads::UploadJobs::default();
+        let mut registered = registry(&chat, &pipelines, &uploads, "2026-01-01", &ctx).kinds();
         registered.sort_unstable();
         let mut accepted = JOB_KINDS.to_vec();
         accepted.sort_unstable();
@@ -234,8 +238,12 @@ mod tests {
             let json = Json::<WorkerRequest>::from_request(&parts).await.unwrap();
             let chat = Settings::<ChatSetup>::from_request(&parts).await.unwrap();
             let pipelines = Settings::<PipelineSetup>::from_request(&parts).await.unwrap();
+            let uploads = Settings::<UploadJobs>::from_request(&parts).await.unwrap();
             let db = ServiceDb::from_request(&parts).await.unwrap();
-            handle(ServiceRole, chat, pipelines, json, db, ctx).await.unwrap().0
+            handle(ServiceRole, chat, pipelines, uploads, json, db, ctx)
+                .await
+                .unwrap()
+                .0
         })
     }
 

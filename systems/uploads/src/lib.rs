@@ -16,6 +16,7 @@
 
 pub mod document;
 pub mod jobs;
+pub mod llamaparse;
 pub mod settings;
 pub mod store;
 pub mod tracker;
@@ -23,7 +24,7 @@ pub mod upload;
 pub mod verify;
 pub mod webhook;
 
-pub use jobs::{UploadEmbed, UploadParse};
+pub use jobs::{UploadEmbed, UploadJobs, UploadParse};
 pub use settings::UploadSettings;
 
 use base64::Engine;
