@@ -36,7 +36,8 @@
 --   upload_step_finished(p_document, p_step, p_source, p_external_id) -> jsonb
 --   upload_step_failed(p_document, p_step, p_error, p_retryable) -> jsonb
 --   upload_parse_submitted(p_document, p_job_id) -> jsonb   LlamaParse's job id, checked on its webhook
---   upload_webhook_seen(p_source, p_webhook_id, p_body_sha256, p_document) -> text
+--   upload_webhook_receive(p_source, p_webhook_id, p_body_sha256, p_document, p_step, p_status, ...)
+--       -> jsonb   a verified delivery recorded and applied at once (replays acknowledged)
 --   upload_cleanup() -> jsonb
 -- The next step's job is enqueued in the same transaction as the step it follows
 -- (public.enqueue_job, queue 'uploads', kinds upload_parse and upload_embed).
@@ -738,37 +739,55 @@ begin
 end
 $$;
 
--- Records a webhook delivery: 'new' the first time, 'duplicate' for the same id and
--- body again (acknowledged, no effect), 'conflict' for the same id with another body.
-create function public.upload_webhook_seen(
+-- A verified webhook delivery, received and applied in one transaction: the first
+-- delivery of an id takes effect; the same id with the same body again is
+-- acknowledged ('duplicate') without effect; the same id with another body is
+-- EU409 webhook_id_reused. A delivery whose effect fails leaves no receipt (the
+-- transaction rolls back), so the sender's retry is processed.
+create function public.upload_webhook_receive(
   p_source text,
   p_webhook_id text,
   p_body_sha256 text,
-  p_document uuid
-) returns text
+  p_document uuid,
+  p_step text,
+  p_status text,
+  p_progress integer default null,
+  p_external_id text default null,
+  p_error text default null,
+  p_retryable boolean default false,
+  p_min_broadcast_ms integer default 250
+) returns jsonb
 language plpgsql volatile security definer set search_path = ''
 as $$
 declare
   v_hash text;
+  v_result jsonb;
 begin
+  if p_webhook_id is null or length(p_webhook_id) not between 1 and 256 then
+    raise exception using errcode = '22023', message = 'p_webhook_id must be 1 to 256 characters';
+  end if;
   insert into private.upload_webhook_receipts (source, webhook_id, body_sha256, document_id)
   values (p_source, p_webhook_id, p_body_sha256, p_document)
   on conflict (source, webhook_id) do nothing;
-  if found then
-    return 'new';
+  if not found then
+    select body_sha256 into v_hash from private.upload_webhook_receipts
+     where source = p_source and webhook_id = p_webhook_id;
+    if (v_hash = p_body_sha256) is not true then
+      raise exception using errcode = 'EU409', message = 'webhook_id_reused';
+    end if;
+    return jsonb_build_object('duplicate', true);
   end if;
-  select body_sha256 into v_hash from private.upload_webhook_receipts
-   where source = p_source and webhook_id = p_webhook_id;
-  return case when v_hash = p_body_sha256 then 'duplicate' else 'conflict' end;
+  v_result := case p_status
+    when 'completed' then public.upload_step_finished(p_document, p_step, p_source, p_external_id)
+    when 'failed' then public.upload_step_failed(p_document, p_step, coalesce(p_error, 'failed'), p_retryable)
+    when 'processing' then public.upload_progress(p_document, p_step, coalesce(p_progress, 0), null, null,
+                                                  p_min_broadcast_ms)
+  end;
+  if v_result is null then
+    raise exception using errcode = '22023', message = 'unknown status';
+  end if;
+  return jsonb_build_object('duplicate', false, 'result', v_result);
 end
-$$;
-
--- Forgets a receipt whose delivery had no effect because it failed, so the
--- sender's retry is processed.
-create function public.upload_webhook_forget(p_source text, p_webhook_id text) returns void
-language sql volatile security definer set search_path = ''
-as $$
-  delete from private.upload_webhook_receipts where source = p_source and webhook_id = p_webhook_id;
 $$;
 
 -- Retention: progress rows after 24 hours, webhook receipts after 7 days (a
@@ -798,6 +817,6 @@ grant execute on function public.upload_progress_reset(uuid) to service_role;
 grant execute on function public.upload_step_finished(uuid, text, text, text) to service_role;
 grant execute on function public.upload_step_failed(uuid, text, text, boolean) to service_role;
 grant execute on function public.upload_parse_submitted(uuid, text) to service_role;
-grant execute on function public.upload_webhook_seen(text, text, text, uuid) to service_role;
-grant execute on function public.upload_webhook_forget(text, text) to service_role;
+grant execute on function public.upload_webhook_receive(text, text, text, uuid, text, text, integer, text, text, boolean, integer)
+  to service_role;
 grant execute on function public.upload_cleanup() to service_role;

@@ -160,101 +160,48 @@ pub async fn handle(
         }
     }
 
+    // Received and applied in one SQL call: a delivery whose effect fails leaves no
+    // receipt, so the sender's retry is processed; a replay is acknowledged.
     let body_hash = hex::encode(Sha256::digest(&incoming.body));
-    let seen: String = db
+    let received: Value = db
         .rpc(
-            "upload_webhook_seen",
-            &json!({ "p_source": source.as_str(), "p_webhook_id": webhook_id, "p_body_sha256": body_hash,
-                     "p_document": body.document_id }),
+            "upload_webhook_receive",
+            &json!({
+                "p_source": source.as_str(), "p_webhook_id": webhook_id, "p_body_sha256": body_hash,
+                "p_document": body.document_id, "p_step": step, "p_status": body.status,
+                "p_progress": body.progress.map(|p| p.round() as i64), "p_external_id": body.job_id,
+                "p_error": body.error, "p_retryable": body.retryable.unwrap_or(false),
+                "p_min_broadcast_ms": settings.broadcast_min_ms,
+            }),
         )
         .await
-        .map_err(map_upload_error)?;
-    match seen.as_str() {
-        "duplicate" => {
-            return Ok(Json(
-                json!({ "received": true, "duplicate": true, "webhookId": webhook_id }),
-            ));
-        }
-        "conflict" => {
-            return Err(ApiError::conflict(
+        .map_err(|e| match e.code() {
+            Some("EU409") if e.message() == "webhook_id_reused" => ApiError::conflict(
                 "webhook_id_reused",
                 "this webhook-id was already delivered with a different body",
-            ))
-        }
-        _ => {}
+            ),
+            _ => map_upload_error(e),
+        })?;
+    if received["duplicate"] == json!(true) {
+        return Ok(Json(
+            json!({ "received": true, "duplicate": true, "webhookId": webhook_id }),
+        ));
     }
-
-    let applied = apply(&db, &settings, &body, source, &step).await;
-    match applied {
-        Ok(result) => {
-            ctx.log().info(
-                "webhook applied",
-                json!({ "source": source.as_str(), "document_id": body.document_id, "status": body.status, "step": step }),
-            );
-            Ok(Json(
-                json!({ "received": true, "duplicate": false, "webhookId": webhook_id, "result": result }),
-            ))
-        }
-        Err(e) => {
-            // Nothing took effect: the sender's retry of this id must be processed, not acknowledged.
-            let _ = db
-                .rpc::<Value>(
-                    "upload_webhook_forget",
-                    &json!({ "p_source": source.as_str(), "p_webhook_id": webhook_id }),
-                )
-                .await;
-            Err(e)
-        }
-    }
-}
-
-async fn apply(
-    db: &Db<HostHttp>,
-    settings: &UploadSettings,
-    body: &WebhookBody,
-    source: Source,
-    step: &str,
-) -> Result<Value, ApiError> {
-    match body.status.as_str() {
-        "completed" => {
-            let r: Value = db
-                .rpc(
-                    "upload_step_finished",
-                    &json!({ "p_document": body.document_id, "p_step": step, "p_source": source.as_str(),
-                             "p_external_id": body.job_id }),
-                )
-                .await
-                .map_err(map_upload_error)?;
-            Ok(
-                json!({ "nextJobId": r["next_job_id"], "processingStep": r["document"]["processing_step"],
-                       "status": r["document"]["status"] }),
-            )
-        }
-        "failed" => {
-            let r: Value = db
-                .rpc(
-                    "upload_step_failed",
-                    &json!({ "p_document": body.document_id, "p_step": step,
-                             "p_error": body.error.clone().unwrap_or_else(|| "failed".into()),
-                             "p_retryable": body.retryable.unwrap_or(false) }),
-                )
-                .await
-                .map_err(map_upload_error)?;
-            Ok(json!({ "status": r["document"]["status"], "retryCount": r["document"]["retry_count"] }))
-        }
-        _ => {
-            let progress = body.progress.unwrap_or(0.0);
-            let r: Value = db
-                .rpc(
-                    "upload_progress",
-                    &json!({ "p_document": body.document_id, "p_stage": step, "p_progress": progress.round() as i64,
-                             "p_min_broadcast_ms": settings.broadcast_min_ms }),
-                )
-                .await
-                .map_err(map_upload_error)?;
-            Ok(json!({ "progress": r["document"]["progress"], "broadcast": r["broadcast"] }))
-        }
-    }
+    let doc = &received["result"]["document"];
+    ctx.log().info(
+        "webhook applied",
+        json!({ "source": source.as_str(), "document_id": body.document_id, "status": body.status, "step": step }),
+    );
+    let result = json!({
+        "nextJobId": received["result"]["next_job_id"],
+        "status": doc["status"],
+        "processingStep": doc["processing_step"],
+        "progress": doc["progress"],
+        "retryCount": doc["retry_count"],
+    });
+    Ok(Json(
+        json!({ "received": true, "duplicate": false, "webhookId": webhook_id, "result": result }),
+    ))
 }
 
 #[cfg(test)]
