@@ -292,7 +292,9 @@ async fn history(db: &Db<HostHttp>, user_id: &str, conversation_id: &str) -> Res
                 .eq("user_id", user_id)
                 .in_("status", ["complete", "stopped"])
                 .neq("content", "")
-                .order("created_at.desc")
+                // A question and its answer are written in one transaction
+                // (same created_at): the question goes first.
+                .order("created_at.desc,role.asc")
                 .limit(100),
         )
         .await
@@ -325,12 +327,17 @@ async fn complete(
         ));
     }
     let candidates = body.candidates();
-    let history = match (&body.conversation_id, &body.message) {
-        (Some(id), Some(_)) => history(&db, &user.id, id).await?,
-        _ => Vec::new(),
+    // Independent reads, in parallel: both stand between the request and its first token.
+    let saved = async {
+        match (&body.conversation_id, &body.message) {
+            (Some(id), Some(_)) => history(&db, &user.id, id).await,
+            _ => Ok(Vec::new()),
+        }
     };
-    let conversation = body.conversation(history);
-    let attempts = attempts(user, settings, &db, &candidates, body.temperature, max_tokens).await?;
+    let keys = attempts(user, settings, &db, &candidates, body.temperature, max_tokens);
+    let (saved, keys) = futures_util::future::join(saved, keys).await;
+    let conversation = body.conversation(saved?);
+    let attempts = keys?;
     let priced: Vec<Candidate> = attempts.iter().map(|a| a.candidate.clone()).collect();
     let stream = body.stream.unwrap_or(false);
     let begun = begin(
