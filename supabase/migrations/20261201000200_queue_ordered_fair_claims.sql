@@ -434,10 +434,13 @@ begin
 end
 $$;
 
--- One named job, if it is of the worker's queues and kinds and claimable now (its
--- run_at has come, its dependencies completed, nothing earlier of its ordering key
--- unfinished); otherwise nothing, and the job is left alone.
-create or replace function public.claim_job(
+-- One named job (chat-process {job_id}), if it is of the worker's queues and kinds
+-- and claimable now (its run_at has come, its dependencies completed, nothing earlier
+-- of its ordering key unfinished); otherwise nothing, and the job is left alone. The
+-- old claim_job took any job of any queue, and the chat worker then failed a job of
+-- another queue for want of a chat question.
+drop function public.claim_job(uuid, text, integer);
+create function public.claim_job(
   p_job uuid,
   p_worker text,
   p_queues text[],
@@ -530,5 +533,6 @@ revoke execute on function
   private.claim_locked(text, integer, uuid[])
   from public, anon, authenticated, service_role;
 grant execute on function
-  public.enqueue_job(text, text, jsonb, integer, integer, integer, text, uuid[], uuid, integer, integer, text)
+  public.enqueue_job(text, text, jsonb, integer, integer, integer, text, uuid[], uuid, integer, integer, text),
+  public.claim_job(uuid, text, text[], text[], integer)
   to service_role;
