@@ -6,7 +6,7 @@
 // from MEDIA_WORKER_BIN or the shared cargo target dir, and stopped with
 // SIGTERM (which also exercises its graceful shutdown).
 
-import { presignUrl } from "../../scripts/local/s3_proxy.ts";
+import { presignUrl } from "../../scripts/local/sigv4.ts";
 import { callFunction, createUser, need, stack, type TestUser, withDb } from "../support/stack.ts";
 
 export { callFunction, createUser, need, stack, type TestUser, withDb };

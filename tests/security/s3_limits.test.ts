@@ -5,7 +5,7 @@
 // status, its S3 error code, and that nothing was stored (GET/list afterwards).
 import { assert, assertEquals } from "../support/assert.ts";
 import { need } from "../support/stack.ts";
-import { type Credentials, presignUrl, signHeaders, UNSIGNED_PAYLOAD } from "../../scripts/local/s3_proxy.ts";
+import { type Credentials, presignUrl, signHeaders, UNSIGNED_PAYLOAD } from "../../scripts/local/sigv4.ts";
 
 const BUCKET = "uploads";
 const LIMIT = 50 * 1024 * 1024;

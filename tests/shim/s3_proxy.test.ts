@@ -1,20 +1,20 @@
-// The gateway's SigV4 verifier (scripts/local/s3_proxy.ts) against AWS's
+// The stack's SigV4 verifier (scripts/local/sigv4.ts) against AWS's
 // published Signature Version 4 test suite (the same vectors the Rust signer
 // is pinned to), then S3's own rules: expiry, tampering, wrong keys, payload
 // hashes, and the re-signed request the proxy sends upstream.
 import { assert, assertEquals } from "../support/assert.ts";
+import { s3Proxy } from "../../scripts/local/s3_proxy.ts";
 import {
   canonicalUri,
   type Credentials,
   presignUrl,
   S3Failure,
-  s3Proxy,
   sha256Hex,
   signHeaders,
   UNSIGNED_PAYLOAD,
   type Verified,
   verifyRequest,
-} from "../../scripts/local/s3_proxy.ts";
+} from "../../scripts/local/sigv4.ts";
 
 const SUITE = await Deno.readTextFile(
   new URL("../../crates/storage/tests/data/sigv4_suite.txt", import.meta.url),

@@ -4,7 +4,7 @@
 // checks the gateway's re-signed request, so a 200 here means both agreed.
 import { assert, assertEquals } from "../support/assert.ts";
 import { need } from "../support/stack.ts";
-import { type Credentials, presignUrl } from "../../scripts/local/s3_proxy.ts";
+import { type Credentials, presignUrl } from "../../scripts/local/sigv4.ts";
 
 // Declared in supabase/config.toml ([storage.buckets.uploads]); scripts/serve creates it.
 const BUCKET = "uploads";

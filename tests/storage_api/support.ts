@@ -3,7 +3,7 @@
 // direct looks at storage.objects to prove what was or was not stored.
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { createUser, need, stack, type TestUser, withDb } from "../support/stack.ts";
-import { presignUrl } from "../../scripts/local/s3_proxy.ts";
+import { presignUrl } from "../../scripts/local/sigv4.ts";
 
 const NO_SESSION = { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } };
 

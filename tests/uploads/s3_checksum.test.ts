@@ -3,7 +3,8 @@
 // is not the declared hash is 400 BadDigest and nothing is stored.
 import { assert, assertEquals } from "../support/assert.ts";
 import { need } from "../support/stack.ts";
-import { checkSha256, S3Failure, signHeaders, UNSIGNED_PAYLOAD } from "../../scripts/local/s3_proxy.ts";
+import { checkSha256 } from "../../scripts/local/s3_proxy.ts";
+import { S3Failure, signHeaders, UNSIGNED_PAYLOAD } from "../../scripts/local/sigv4.ts";
 import { sha256B64 } from "./_lib.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

@@ -1,9 +1,9 @@
 // The bytes of the Storage API live in the local S3 server (s3s-fs), in the
 // bucket and under the key the object has in storage.objects, so the S3
 // protocol endpoint (/storage/v1/s3) and the REST API see the same objects.
-// Requests are signed with the stack's one SigV4 signer (s3_proxy.ts).
+// Requests are signed with the stack's one SigV4 signer (sigv4.ts).
 
-import { canonicalUri, type Credentials, signHeaders, UNSIGNED_PAYLOAD, uriEncode } from "../s3_proxy.ts";
+import { canonicalUri, type Credentials, signHeaders, UNSIGNED_PAYLOAD, uriEncode } from "../sigv4.ts";
 import { StorageFailure } from "./errors.ts";
 
 export interface ObjectStoreConfig {
