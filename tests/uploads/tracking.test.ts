@@ -96,3 +96,23 @@ Deno.test(
     assertEquals([done.status, done.body.error.code], [409, "document_completed"]);
   },
 );
+
+Deno.test("with Realtime off the client polls progress-tracker", opts, async () => {
+  const u = await createUser();
+  const doc = await uploaded(u.token, "polled.pdf", 24);
+  const c = client(u.token, { enableRealtime: false, pollIntervalMs: 100 });
+  const seen: { status: string; processingStep: string }[] = [];
+  const stop = c.subscribeToProgress(u.id, (p) => seen.push(p), [doc]);
+  try {
+    await runUploadJobs();
+    await runUploadJobs();
+    const deadline = Date.now() + 10_000;
+    while (!seen.some((p) => p.status === "completed") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert(seen.some((p) => p.status === "completed"), `polled: ${JSON.stringify(seen)}`);
+    assertEquals(c.supabase.getChannels().length, 0, "no Realtime channel was opened");
+  } finally {
+    stop();
+  }
+});
