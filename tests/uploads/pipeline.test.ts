@@ -196,3 +196,30 @@ Deno.test(
     assertEquals((await documentRow(theirs.documentId)).duplicate_of, null);
   },
 );
+
+Deno.test("a part whose URL expired is sent again with a fresh URL from the server", opts, async () => {
+  const user = await createUser();
+  const file = pdfFile(11 * MiB, "slow.pdf", 31);
+  let expired = 0;
+  const c = client(user.token, {
+    concurrency: 1,
+    fetch: (input, init) => {
+      const url = String(input instanceof Request ? input.url : input);
+      if (init?.method === "PUT" && url.includes("partNumber=2&") && expired === 0) {
+        expired++;
+        // What the storage answers for a presigned URL past its expiry.
+        return Promise.resolve(
+          new Response("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", {
+            status: 403,
+          }),
+        );
+      }
+      return fetch(input, init);
+    },
+  });
+  const init = await c.initializeUpload(file);
+  await c.uploadFile(file, init);
+  assertEquals(expired, 1);
+  const doc = await documentRow(init.documentId);
+  assertEquals([doc.status, doc.sha256_verified], ["processing", true]);
+});

@@ -269,8 +269,15 @@ export class V2UploadClient {
       } catch (e) {
         detail = String((e as Error)?.message ?? e);
       }
+      const code = /<Code>([^<]+)<\/Code>/.exec(detail)?.[1];
+      if (status === 403 && code === "AccessDenied" && /expired/i.test(detail)) {
+        // The presigned URL outlived its validity (a slow or paused upload): the caller
+        // asks the server for fresh URLs and sends the part again.
+        throw new UploadError("url_expired", `part ${part.partNumber}: its URL expired`, status, {
+          partNumber: part.partNumber,
+        });
+      }
       if (!isRetryable(status) || attempt >= max) {
-        const code = /<Code>([^<]+)<\/Code>/.exec(detail)?.[1];
         throw new UploadError(
           "part_failed",
           `part ${part.partNumber} failed (${status || "no answer"}${code ? ` ${code}` : ""})`,
@@ -328,7 +335,18 @@ export class V2UploadClient {
     const reports: Promise<unknown>[] = [];
     const worker = async () => {
       for (let part = queue.shift(); part; part = queue.shift()) {
-        const etag = await this.putPart(file, part);
+        let etag: string | null;
+        try {
+          etag = await this.putPart(file, part);
+        } catch (e) {
+          if (!(e instanceof UploadError) || e.code !== "url_expired") throw e;
+          // One refresh per expiry: every part still queued gets its fresh URL too.
+          const fresh = new Map((await this.resumeInfo(id)).parts.map((p) => [p.partNumber, p]));
+          for (const [i, q] of queue.entries()) queue[i] = fresh.get(q.partNumber) ?? q;
+          const again = fresh.get(part.partNumber);
+          if (!again) throw e;
+          etag = await this.putPart(file, again);
+        }
         pending.delete(part.partNumber);
         done += part.size;
         const pct = (done * 100) / total;
