@@ -22,6 +22,7 @@
 // here, in the same run.
 
 import postgres from "postgres";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const LITELLM_VERSION = "1.106.12";
@@ -270,7 +271,9 @@ async function main() {
     for (let i = 0; i < maxC; i++) {
       const id = crypto.randomUUID();
       await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`bench-${id}@bench.local`})`;
-      tokens.push(await userToken(e.EDGEWORKS_JWT_SECRET, id, e.SUPABASE_URL));
+      tokens.push(
+        await userAccessToken({ secret: e.EDGEWORKS_JWT_SECRET, apiUrl: e.SUPABASE_URL, sub: id, expiresIn: 7200 }),
+      );
     }
     await sql.end();
 
@@ -328,20 +331,6 @@ async function main() {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     await Deno.remove(stateDir, { recursive: true }).catch(() => {});
   }
-}
-
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-async function userToken(secret: string, sub: string, supabaseUrl: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(enc.encode(JSON.stringify({
-    iss: `${supabaseUrl.replace(/\/+$/, "")}/auth/v1`, sub, aud: "authenticated", role: "authenticated", iat: now - 5, exp: now + 7200,
-  })));
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
 }
 
 if (import.meta.main) {

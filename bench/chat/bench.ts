@@ -26,6 +26,7 @@
 // and the PostgREST round trips per chat-submit.
 
 import postgres from "postgres";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -203,23 +204,6 @@ function existingStack(): Stack | null {
 
 // ---------------------------------------------------------------------------
 // HTTP and tokens.
-
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) =>
-  btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-async function userToken(secret: string, sub: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-  ]);
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(
-    enc.encode(JSON.stringify({ sub, aud: "authenticated", role: "authenticated", iat: now - 5, exp: now + 3600 })),
-  );
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
-}
 
 interface Answer {
   status: number;
@@ -484,7 +468,9 @@ async function main() {
     for (const id of ids) {
       await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`bench-${id}@bench.local`})`;
     }
-    const tokens = await Promise.all(ids.map((id) => userToken(stack.jwtSecret, id)));
+    const tokens = await Promise.all(
+      ids.map((id) => userAccessToken({ secret: stack.jwtSecret, apiUrl: stack.url, sub: id })),
+    );
 
     const trips = await measureRoundTrips(stack, tokens[0], o.calibration);
     const load = await runLoad(stack, tokens.slice(1), o);

@@ -23,6 +23,7 @@
 // Beside them: Hatchet's published dispatch latency for warm workers (< 25 ms).
 
 import postgres from "postgres";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -119,28 +120,6 @@ async function startStack(): Promise<Stack> {
   return { env: { ...env, ...e }, stop };
 }
 
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) =>
-  btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-async function userToken(secret: string, url: string, sub: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-  ]);
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(enc.encode(JSON.stringify({
-    iss: `${url}/auth/v1`,
-    sub,
-    aud: "authenticated",
-    role: "authenticated",
-    iat: now - 5,
-    exp: now + 7200,
-  })));
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
-}
-
 function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
@@ -217,7 +196,10 @@ async function main() {
       const id = crypto.randomUUID();
       await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`bench-${id}@test.local`})`;
       await sql`select public.media_grant_credits(${id}::uuid, 1000000, 'bench')`;
-      users.push({ id, token: await userToken(env.EDGEWORKS_JWT_SECRET, url, id) });
+      users.push({
+        id,
+        token: await userAccessToken({ secret: env.EDGEWORKS_JWT_SECRET, apiUrl: url, sub: id, expiresIn: 7200 }),
+      });
     }
     const small = (prompt: string, jobType = "sdxl_image_fast") => ({ jobType, metadata: { prompt, size: 64 } });
 

@@ -12,6 +12,7 @@
 // private stack on free ports and stops it at the end.
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import postgres from "postgres";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -107,23 +108,6 @@ function existingStack(): Stack | null {
   };
 }
 
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) =>
-  btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-async function userToken(secret: string, sub: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-  ]);
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(
-    enc.encode(JSON.stringify({ sub, aud: "authenticated", role: "authenticated", iat: now - 5, exp: now + 3600 })),
-  );
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
-}
-
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -144,7 +128,9 @@ async function main() {
       alter publication supabase_realtime add table public.${table};
     `);
     const users = Array.from({ length: o.users }, () => crypto.randomUUID());
-    const tokens = await Promise.all(users.map((u) => userToken(stack.jwtSecret, u)));
+    const tokens = await Promise.all(
+      users.map((u) => userAccessToken({ secret: stack.jwtSecret, apiUrl: stack.url, sub: u })),
+    );
 
     // received[client] = ids; latencies of correct deliveries; leaks.
     const received: Map<number, number>[] = [];

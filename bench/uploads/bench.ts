@@ -15,6 +15,7 @@
 import { Buffer } from "node:buffer";
 import * as tus from "tus-js-client";
 import postgres from "postgres";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 import { V2UploadClient } from "../../clients/upload-client/js/v2_upload_client.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -117,26 +118,10 @@ function existingStack(): Stack | null {
 }
 
 const enc = new TextEncoder();
-const b64url = (b: Uint8Array) =>
-  btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
 async function hmac(key: Uint8Array<ArrayBuffer>, data: string): Promise<Uint8Array> {
   const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, enc.encode(data)));
-}
-
-async function userToken(s: Stack, sub: string): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(enc.encode(JSON.stringify({
-    iss: `${s.url}/auth/v1`,
-    sub,
-    aud: "authenticated",
-    role: "authenticated",
-    iat: now - 5,
-    exp: now + 3600,
-  })));
-  return `${head}.${body}.${b64url(await hmac(enc.encode(s.jwtSecret), `${head}.${body}`))}`;
 }
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
@@ -177,7 +162,7 @@ async function main() {
     for (const id of users) {
       await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`bench-${id}@test.local`})`;
     }
-    const tokens = await Promise.all(users.map((u) => userToken(s, u)));
+    const tokens = await Promise.all(users.map((u) => userAccessToken({ secret: s.jwtSecret, apiUrl: s.url, sub: u })));
     const initBody = async (i: number, j: number) => {
       const text = enc.encode(`bench document ${i}/${j} ${crypto.randomUUID()}\n`);
       return {

@@ -7,6 +7,7 @@
 // Every test makes its own queue names, so files can share one database.
 
 import postgres from "postgres"; // npm:postgres@3.4.9 via deno.json
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 export type Sql = ReturnType<typeof postgres>;
 
@@ -207,35 +208,9 @@ export async function asUser<T>(
 // PostgREST
 // ---------------------------------------------------------------------------
 
-function b64url(data: Uint8Array | string): string {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-/** An HS256 user token like GoTrue issues (sub, role, aud, exp). */
+/** A user token like Supabase Auth issues (sub, role, aud, iss, email, exp). */
 export async function userJwt(userId: string, ttlSeconds = 600): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({
-    sub: userId,
-    role: "authenticated",
-    aud: "authenticated",
-    iat: now,
-    exp: now + ttlSeconds,
-  }));
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(JWT_SECRET),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const sig = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${head}.${body}`)),
-  );
-  return `${head}.${body}.${b64url(sig)}`;
+  return await userAccessToken({ secret: JWT_SECRET, apiUrl: SUPABASE_URL, sub: userId, expiresIn: ttlSeconds });
 }
 
 export interface RestAnswer {

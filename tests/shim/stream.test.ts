@@ -6,6 +6,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import * as glue from "../fixtures/shim-fixture/pkg/shim_fixture.js";
 import { createHandler } from "../../supabase/functions/_shared/serve.ts";
+import { signJwt } from "../../scripts/local/jwt.ts";
 
 const SECRET = "shim-stream-test-secret-at-least-32-bytes";
 const wasmUrl = new URL("../fixtures/shim-fixture/pkg/shim_fixture_bg.wasm", import.meta.url);
@@ -16,26 +17,9 @@ const handler = createHandler(glue, wasmUrl, {
   maxReadBytes: 1 << 20,
 });
 
-function b64url(data: Uint8Array | string): string {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
 /** A service-role token as the platform signs API keys (HS256, no sub/aud). */
 async function serviceToken(secret = SECRET): Promise<string> {
-  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(
-    JSON.stringify({ role: "service_role", iss: "supabase", exp: Math.floor(Date.now() / 1000) + 600 }),
-  );
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
+  return await signJwt({ role: "service_role", iss: "supabase", exp: Math.floor(Date.now() / 1000) + 600 }, secret);
 }
 
 /** Parses an event stream into {id, event, data} records. */

@@ -1,5 +1,6 @@
 // What end-to-end tests know about the running stack (from scripts/serve's env file).
 import postgres from "postgres";
+import { signJwt as signJwtWith, userAccessToken } from "../../scripts/local/jwt.ts";
 
 export function need(name: string): string {
   const v = Deno.env.get(name);
@@ -28,38 +29,24 @@ export const stack = {
   },
 };
 
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) =>
-  btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
 /** Signs an HS256 JWT; `secret` defaults to the stack's. */
 export async function signJwt(claims: Record<string, unknown>, secret = stack.jwtSecret): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-  ]);
-  const head = b64url(enc.encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
-  const body = b64url(enc.encode(JSON.stringify(claims)));
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${head}.${body}`)));
-  return `${head}.${body}.${b64url(sig)}`;
+  return await signJwtWith(claims, secret);
 }
 
-/** A signed-in user's access token, as GoTrue would issue it. */
+/** A signed-in user's access token, as Supabase Auth would issue it. */
 export async function userToken(
   userId: string = crypto.randomUUID(),
   opts: { expiresIn?: number; secret?: string; email?: string } = {},
 ): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return await signJwt({
-    // What Supabase Auth puts in an access token; the functions check iss
-    // against their SUPABASE_URL (the same gateway URL the tests use).
-    iss: `${stack.url.replace(/\/+$/, "")}/auth/v1`,
+  // iss is the same gateway URL the tests use, which the functions check against their SUPABASE_URL.
+  return await userAccessToken({
+    secret: opts.secret ?? stack.jwtSecret,
+    apiUrl: stack.url,
     sub: userId,
-    aud: "authenticated",
-    role: "authenticated",
-    email: opts.email ?? `${userId.slice(0, 8)}@test.local`,
-    iat: now - 5,
-    exp: now + (opts.expiresIn ?? 3600),
-  }, opts.secret);
+    email: opts.email,
+    expiresIn: opts.expiresIn,
+  });
 }
 
 export function assertEnvelope(body: any, code?: string) {
