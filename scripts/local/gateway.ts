@@ -51,10 +51,23 @@ interface GatewayConfig {
 }
 
 const config: GatewayConfig = JSON.parse(await Deno.readTextFile(Deno.env.get("EW_GATEWAY_CONFIG")!));
+// Functions from outside the project, served for one run beside the project's own under
+// the same supervision (scripts/bench peer: the TypeScript peers). Each folder there is a
+// function; its `_shared/` is readable, as the project's is.
+const extraRoot = Deno.env.get("EDGEWORKS_EXTRA_FUNCTIONS_ROOT");
+const extraFunctions = extraRoot
+  ? (await readFunctionSpecs(null, extraRoot)).map((f) => ({
+    ...f,
+    staticFiles: [...f.staticFiles, `${extraRoot}/_shared`],
+  }))
+  : [];
 const functionsHost = new FunctionsHost({
   deno: config.deno,
-  functions: (await readFunctionSpecs(config.config_toml, config.functions_root))
-    .filter((f) => config.functions.some((c) => c.name === f.name)),
+  functions: [
+    ...(await readFunctionSpecs(config.config_toml, config.functions_root))
+      .filter((f) => config.functions.some((c) => c.name === f.name)),
+    ...extraFunctions,
+  ],
   sharedDir: `${config.functions_root}/_shared`,
   // A function process inherits nothing: this is its whole environment.
   env: {
