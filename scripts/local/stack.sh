@@ -146,10 +146,9 @@ ew_stack_start() { # reset(0/1)
 
   local secret keys
   secret="$(ew_secret)"
-  keys="$(deno run --quiet --no-prompt scripts/local/keys.ts "$secret" "http://127.0.0.1:$EW_API_PORT")"
-  EW_ANON_KEY="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["anon"])' <<<"$keys")"
-  EW_SERVICE_KEY="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])' <<<"$keys")"
-  EW_DEMO_TOKEN="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["demo_user"])' <<<"$keys")"
+  keys="$(EW_SECRET="$secret" deno run --quiet --no-prompt --allow-env=EW_SECRET scripts/local/keys.ts \
+    "http://127.0.0.1:$EW_API_PORT")" || return 1
+  { read -r EW_ANON_KEY; read -r EW_SERVICE_KEY; read -r EW_DEMO_TOKEN; } <<<"$keys"
 
   ew_spawn postrust "$EW_LOGS/postrust.log" env \
     PGRST_DB_URI="postgres://authenticator:postgres@127.0.0.1:$EW_DB_PORT/postgres" \
