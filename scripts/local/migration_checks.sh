@@ -55,21 +55,7 @@ lint_status=0
 "$EW_SUPABASE_CLI" db lint --remote="$cli_url" --schema "$lint_schemas" --level warning --fail-on error \
   >"$work/lint.json" 2>"$work/lint.err" || lint_status=$?
 # The CLI prints its findings as JSON; one line per finding reads better in a log.
-python3 - "$work/lint.json" <<'PY' || lint_status=1
-import json, sys
-text = open(sys.argv[1]).read().strip()
-findings = json.loads(text) if text else []
-counts = {}
-for fn in findings:
-    for issue in fn.get("issues", []):
-        level = issue.get("level", "?")
-        counts[level] = counts.get(level, 0) + 1
-        where = issue.get("statement", {}).get("lineNumber")
-        query = issue.get("query", {}).get("text")
-        print(f"    {level:<14} {fn.get('function')}{':' + where if where else ''}: {issue.get('message')}"
-              + (f" [{query}]" if query else ""))
-print("    lint: " + (", ".join(f"{n} {level}" for level, n in sorted(counts.items())) or "no findings"))
-PY
+deno run --quiet --no-prompt --allow-read scripts/local/db_lint_report.ts "$work/lint.json" || lint_status=1
 if [ "$lint_status" != 0 ]; then
   cat "$work/lint.err" >&2
   ew_die "supabase db lint found errors"

@@ -146,12 +146,12 @@ ew_s3_create_buckets() { # config.toml
   (
     export S3_ENDPOINT="http://127.0.0.1:$EW_S3_PORT" S3_REGION="$EW_S3_REGION" \
       S3_ACCESS_KEY_ID="$EW_S3_ACCESS_KEY_ID" S3_SECRET_ACCESS_KEY="$EW_S3_SECRET_ACCESS_KEY"
-    python3 "$EW_S3_SCRIPT_DIR/s3_buckets.py" create "$config"
+    deno run --quiet --no-prompt --allow-read --allow-net --allow-env "$EW_S3_SCRIPT_DIR/buckets.ts" create "$config"
   )
 }
 
 ew_s3_policy_env() { # config.toml
   local json
-  json="$(python3 "$EW_S3_SCRIPT_DIR/s3_buckets.py" policy-json "$1")" || return 1
+  json="$(deno run --quiet --no-prompt --allow-read "$EW_S3_SCRIPT_DIR/buckets.ts" policy-json "$1")" || return 1
   printf 'STORAGE_BUCKETS=%s\n' "$json"
 }

@@ -164,7 +164,8 @@ ew_stack_start() { # reset(0/1)
     ew_s3_start "$EW_STATE" "$EW_S3_PORT" || return 1
     ew_s3_create_buckets supabase/config.toml || return 1
     # The Storage API's view of the same buckets (limits, public), in storage.buckets.
-    python3 scripts/local/s3_buckets.py record-sql supabase/config.toml | ew_psql >/dev/null || return 1
+    deno run --quiet --no-prompt --allow-read scripts/local/buckets.ts record-sql supabase/config.toml \
+      | ew_psql >/dev/null || return 1
     s3_url="http://127.0.0.1:$EW_S3_PORT"
   fi
 
@@ -181,7 +182,8 @@ ew_stack_start() { # reset(0/1)
   EW_SERVICE_KEY="$EW_SERVICE_KEY" EW_DENO="$deno_bin" \
   EW_FUNCTIONS_DB_URL="postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres" \
   EW_S3_ENV="$( [ -n "$s3_url" ] && ew_s3_env "http://127.0.0.1:$EW_API_PORT" || true)" \
-    python3 scripts/local/gateway_config.py > "$EW_RUN/gateway.json.tmp" || return 1
+    deno run --quiet --no-prompt --allow-env --allow-read scripts/local/gateway_config.ts \
+    > "$EW_RUN/gateway.json.tmp" || return 1
   # It holds the service-role key, the JWT secret and the S3 secret.
   chmod 600 "$EW_RUN/gateway.json.tmp" && mv "$EW_RUN/gateway.json.tmp" "$EW_RUN/gateway.json"
 

@@ -1,15 +1,15 @@
-// The env the local stack gives functions (scripts/local/gateway_config.py),
+// The env the local stack gives functions (scripts/local/gateway_config.ts),
 // as the Supabase CLI and platform give it.
 import { assert, assertEquals } from "../support/assert.ts";
 
-const script = new URL("../../scripts/local/gateway_config.py", import.meta.url).pathname;
+const script = new URL("../../scripts/local/gateway_config.ts", import.meta.url).pathname;
 
 async function gatewayConfig(dotenv: string) {
   const file = await Deno.makeTempFile({ suffix: ".env" });
   try {
     await Deno.writeTextFile(file, dotenv);
-    const out = await new Deno.Command("python3", {
-      args: [script],
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--no-prompt", "--allow-env", "--allow-read", script],
       env: {
         EW_API_URL: "http://127.0.0.1:54321",
         EW_ANON_KEY: "anon-key",

@@ -4,7 +4,7 @@
 //! function *before* it issues an upload URL.
 //!
 //! Functions receive the policy as JSON in the `STORAGE_BUCKETS` variable
-//! (`scripts/local/s3_buckets.py policy-json` produces it from config.toml):
+//! (`scripts/local/buckets.ts policy-json` produces it from config.toml):
 //!
 //! ```json
 //! {"file_size_limit": "50MiB",
