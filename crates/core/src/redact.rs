@@ -4,6 +4,8 @@
 //! replaced wherever they appear, and anything shaped like a JWT or a bearer
 //! credential is replaced even when we did not know it was a secret.
 
+use std::borrow::Cow;
+
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Env names whose values are treated as secrets.
@@ -42,13 +44,32 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
+        self.redact_cow(text).into_owned()
+    }
+
+    /// `text` itself when it carries nothing to redact (the common case: one
+    /// scan, no copy), else the redacted copy.
+    pub fn redact_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            return redact_patterns_cow(text);
+        }
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), REDACTED);
             }
         }
-        redact_patterns(&out)
+        Cow::Owned(redact_patterns_cow(&out).into_owned())
+    }
+
+    /// Like [`Redactor::redact`], handing `text` back untouched (no copy) when
+    /// nothing in it is redacted.
+    pub fn redact_owned(&self, text: String) -> String {
+        let redacted = match self.redact_cow(&text) {
+            Cow::Owned(s) => Some(s),
+            Cow::Borrowed(_) => None,
+        };
+        redacted.unwrap_or(text)
     }
 }
 
@@ -59,10 +80,50 @@ fn is_b64url(b: u8) -> bool {
 /// Replaces JWT-shaped tokens (`eyJ….….…`) and the credential after
 /// `Bearer ` / `apikey=`-style prefixes.
 pub fn redact_patterns(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
+    redact_patterns_cow(text).into_owned()
+}
+
+/// [`redact_patterns`] without the copy when nothing matches.
+pub fn redact_patterns_cow(text: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(m) = next_credential(text.as_bytes(), from) {
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..m.keep_end]);
+        if m.end > m.keep_end {
+            o.push_str(REDACTED);
+        }
+        copied = m.end;
+        from = m.end;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// A credential-shaped run: `[start, keep_end)` stays (a prefix such as
+/// `Bearer `), `[keep_end, end)` is replaced (nothing when empty).
+struct Credential {
+    keep_end: usize,
+    end: usize,
+}
+
+/// The first credential-shaped run starting at or after `from`. Every match
+/// starts with one of a few ASCII letters, so other bytes (UTF-8 continuation
+/// bytes included) are passed over with one comparison; a match always ends
+/// on a character boundary (it stops at ASCII bytes or the end).
+fn next_credential(bytes: &[u8], from: usize) -> Option<Credential> {
+    let mut i = from;
     while i < bytes.len() {
+        if !matches!(bytes[i], b'e' | b'b' | b'B' | b'a' | b'A' | b'x' | b'X' | b'k' | b'K') {
+            i += 1;
+            continue;
+        }
         if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) {
             // Scan a b64url run with at least one dot.
             let mut j = i;
@@ -74,39 +135,22 @@ pub fn redact_patterns(text: &str) -> String {
                 j += 1;
             }
             if dots >= 1 && j - i >= 16 {
-                out.push_str(REDACTED);
-                i = j;
-                continue;
+                return Some(Credential { keep_end: i, end: j });
             }
         }
         if let Some(skip) = credential_prefix(&bytes[i..]) {
-            out.push_str(&text[i..i + skip]);
             let mut j = i + skip;
             while j < bytes.len() && !bytes[j].is_ascii_whitespace() && !b"\"',;&".contains(&bytes[j]) {
                 j += 1;
             }
-            if j > i + skip {
-                out.push_str(REDACTED);
-            }
-            i = j;
-            continue;
+            return Some(Credential {
+                keep_end: i + skip,
+                end: j,
+            });
         }
-        // Copy one UTF-8 character.
-        let ch_len = utf8_len(bytes[i]);
-        let end = (i + ch_len).min(bytes.len());
-        out.push_str(&text[i..end]);
-        i = end;
+        i += 1;
     }
-    out
-}
-
-fn utf8_len(b: u8) -> usize {
-    match b {
-        0x00..=0x7F => 1,
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        _ => 4,
-    }
+    None
 }
 
 fn credential_prefix(b: &[u8]) -> Option<usize> {
@@ -151,6 +195,94 @@ mod tests {
         let red = Redactor::from_env([("GEMINI_API_KEY", "plain-secret-value"), ("PORT", "54321")]);
         let r = red.redact("calling with plain-secret-value on 54321");
         assert_eq!(r, "calling with [REDACTED] on 54321");
+    }
+
+    #[test]
+    fn a_line_with_nothing_to_redact_is_not_copied() {
+        let red = Redactor::from_env([("GEMINI_API_KEY", "plain-secret-value")]);
+        let line = r#"{"level":"info","msg":"request","path":"/functions/v1/health","status":200}"#;
+        assert!(matches!(red.redact_cow(line), Cow::Borrowed(_)));
+        assert!(matches!(red.redact_cow("key=abc"), Cow::Owned(_)));
+        assert!(matches!(red.redact_cow("x plain-secret-value"), Cow::Owned(_)));
+    }
+
+    /// The scanner before it skipped to candidate bytes: one character at a time.
+    fn patterns_one_char_at_a_time(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) {
+                let mut j = i;
+                let mut dots = 0;
+                while j < bytes.len() && (is_b64url(bytes[j]) || bytes[j] == b'.') {
+                    dots += usize::from(bytes[j] == b'.');
+                    j += 1;
+                }
+                if dots >= 1 && j - i >= 16 {
+                    out.push_str(REDACTED);
+                    i = j;
+                    continue;
+                }
+            }
+            if let Some(skip) = credential_prefix(&bytes[i..]) {
+                out.push_str(&text[i..i + skip]);
+                let mut j = i + skip;
+                while j < bytes.len() && !bytes[j].is_ascii_whitespace() && !b"\"',;&".contains(&bytes[j]) {
+                    j += 1;
+                }
+                if j > i + skip {
+                    out.push_str(REDACTED);
+                }
+                i = j;
+                continue;
+            }
+            let c = text[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[i..i + c]);
+            i += c;
+        }
+        out
+    }
+
+    #[test]
+    fn skipping_to_candidates_redacts_exactly_what_the_char_by_char_scan_did() {
+        // Pieces that start, almost start, or break a match, combined every way up to
+        // four long (deterministic: no randomness in the test).
+        let pieces = [
+            "eyJ",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+            "eyJabc.d",
+            "xeyJaaaaaaaaaaaaaaa.b",
+            "Bearer ",
+            "bearer tok",
+            "BEARER  ",
+            "apikey=",
+            "api_key=v",
+            "x-goog-api-key: k",
+            "X-API-KEY: v",
+            "key=",
+            "KEY=&",
+            "k",
+            "e",
+            "é",
+            "✓ ",
+            " ",
+            "\"",
+            "a.b",
+            ";",
+        ];
+        let mut level = vec![String::new()];
+        let mut cases = Vec::new();
+        for _ in 0..4 {
+            level = level
+                .iter()
+                .flat_map(|c| pieces.iter().map(move |p| format!("{c}{p}")))
+                .collect();
+            cases.extend(level.iter().cloned());
+        }
+        for c in &cases {
+            assert_eq!(redact_patterns(c), patterns_one_char_at_a_time(c), "input {c:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! JS object <-> core Request / runtime Reply.
 
+use std::cell::RefCell;
+
 use edgeworks_core::http::Headers;
 use edgeworks_core::{ApiError, Method, Request};
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -90,7 +92,29 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
     obj.into()
 }
 
+thread_local! {
+    /// The last environment object converted, and its conversion.
+    static ENV_CACHE: RefCell<Option<(JsValue, Env)>> = const { RefCell::new(None) };
+}
+
+/// The shim hands every request of an isolate the same environment object
+/// (built once, never mutated), so its conversion is kept and reused while
+/// the object is the same one (`===`); another object is converted afresh.
+/// A re-instantiated module starts with an empty cache.
 pub fn env_from_js(obj: &JsValue) -> Env {
+    ENV_CACHE.with(|cache| {
+        if let Some((seen, env)) = &*cache.borrow() {
+            if seen == obj {
+                return env.clone();
+            }
+        }
+        let env = convert_env(obj);
+        *cache.borrow_mut() = Some((obj.clone(), env.clone()));
+        env
+    })
+}
+
+fn convert_env(obj: &JsValue) -> Env {
     let Some(o) = obj.dyn_ref::<Object>() else {
         return Env::default();
     };

@@ -2,15 +2,24 @@
 //! here reads a global: a test passes whatever environment it wants.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use edgeworks_core::redact::Redactor;
 use edgeworks_core::ApiError;
 
 /// Environment variables; an empty value counts as unset.
+///
+/// Shared, not copied: an isolate converts its environment once and every
+/// request's `Env` is a clone of that one (a reference count), with the log
+/// redactor derived from it built once too.
 #[derive(Debug, Clone, Default)]
-pub struct Env {
+pub struct Env(Rc<Vars>);
+
+#[derive(Debug, Default)]
+struct Vars {
     vars: BTreeMap<String, String>,
     fingerprint: u64,
+    redactor: Rc<Redactor>,
 }
 
 impl Env {
@@ -24,19 +33,24 @@ impl Env {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }
         }
-        Env { vars, fingerprint: h }
+        let redactor = Rc::new(Redactor::from_env(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        Env(Rc::new(Vars {
+            vars,
+            fingerprint: h,
+            redactor,
+        }))
     }
 
     /// Identifies this set of variables, so what is parsed from it can be
     /// cached for as long as it is unchanged (the shim hands the same
     /// environment to every request of an isolate).
     pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        self.0.fingerprint
     }
 
     /// A variable, unless unset or empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// The first of several names that is set (e.g. SUPABASE_JWT_SECRET, JWT_SECRET).
@@ -60,14 +74,14 @@ impl Env {
         self.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
     }
 
-    /// The log redactor for this environment's secrets.
-    pub fn redactor(&self) -> Redactor {
-        Redactor::from_env(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    /// The log redactor for this environment's secrets (built with the `Env`).
+    pub fn redactor(&self) -> Rc<Redactor> {
+        self.0.redactor.clone()
     }
 
     /// Every variable.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// A lookup function for parsers that take one (`Settings::from_lookup`).

@@ -22,12 +22,18 @@ pub struct Logger {
 
 impl Logger {
     /// A logger for one request.
-    pub fn new(host: Rc<dyn Host>, function: &str, request_id: &str, redactor: Redactor, debug: bool) -> Self {
+    pub fn new(
+        host: Rc<dyn Host>,
+        function: &str,
+        request_id: &str,
+        redactor: impl Into<Rc<Redactor>>,
+        debug: bool,
+    ) -> Self {
         Logger {
             host,
             function: function.into(),
             request_id: request_id.into(),
-            redactor: Rc::new(redactor),
+            redactor: redactor.into(),
             debug,
         }
     }
@@ -45,7 +51,8 @@ impl Logger {
                 obj.insert(k, v);
             }
         }
-        self.redactor.redact(&Value::Object(obj).to_string())
+        // Most lines carry no secret: then the line built is the line written.
+        self.redactor.redact_owned(Value::Object(obj).to_string())
     }
 
     fn write(&self, level: Level, msg: &str, fields: Value) {
