@@ -3037,6 +3037,7 @@ export type Database = {
         };
         Returns: Json;
       };
+      "upload_parse_submitted": { Args: { "p_document": string; "p_job_id": string }; Returns: Json };
       "upload_progress": {
         Args: {
           "p_document": string;
@@ -3058,10 +3059,21 @@ export type Database = {
         Args: { "p_document": string; "p_external_id"?: string; "p_source": string; "p_step": string };
         Returns: Json;
       };
-      "upload_webhook_forget": { Args: { "p_source": string; "p_webhook_id": string }; Returns: undefined };
-      "upload_webhook_seen": {
-        Args: { "p_body_sha256": string; "p_document": string; "p_source": string; "p_webhook_id": string };
-        Returns: string;
+      "upload_webhook_receive": {
+        Args: {
+          "p_body_sha256": string;
+          "p_document": string;
+          "p_error"?: string;
+          "p_external_id"?: string;
+          "p_min_broadcast_ms"?: number;
+          "p_progress"?: number;
+          "p_retryable"?: boolean;
+          "p_source": string;
+          "p_status": string;
+          "p_step": string;
+          "p_webhook_id": string;
+        };
+        Returns: Json;
       };
     };
     Enums: {
