@@ -437,6 +437,67 @@ export type Database = {
           },
         ];
       };
+      "code_executions": {
+        Row: {
+          "code": string;
+          "created_at": string;
+          "duration_ms": number;
+          "error_line": number | null;
+          "error_message": string | null;
+          "fuel_limit": number;
+          "fuel_used": number;
+          "id": string;
+          "language": string;
+          "outcome": string;
+          "peak_memory_bytes": number;
+          "result": Json | null;
+          "stderr": string;
+          "stdin": string;
+          "stdout": string;
+          "timeout_ms": number;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "code": string;
+          "created_at"?: string;
+          "duration_ms": number;
+          "error_line"?: number | null;
+          "error_message"?: string | null;
+          "fuel_limit": number;
+          "fuel_used": number;
+          "id"?: string;
+          "language": string;
+          "outcome": string;
+          "peak_memory_bytes": number;
+          "result"?: Json | null;
+          "stderr"?: string;
+          "stdin"?: string;
+          "stdout"?: string;
+          "timeout_ms": number;
+          "user_id": string;
+        };
+        Update: {
+          "code"?: string;
+          "created_at"?: string;
+          "duration_ms"?: number;
+          "error_line"?: number | null;
+          "error_message"?: string | null;
+          "fuel_limit"?: number;
+          "fuel_used"?: number;
+          "id"?: string;
+          "language"?: string;
+          "outcome"?: string;
+          "peak_memory_bytes"?: number;
+          "result"?: Json | null;
+          "stderr"?: string;
+          "stdin"?: string;
+          "stdout"?: string;
+          "timeout_ms"?: number;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
       "conversations": {
         Row: {
           "created_at": string;
