@@ -1,6 +1,6 @@
 // Worker endpoints under abuse: chat-process with a job of another queue, and the
 // workers table under a scheduler that calls queue-worker every few seconds.
-import { assertEquals } from "../support/assert.ts";
+import { assert, assertEquals } from "../support/assert.ts";
 import { callFunction, stack, withDb } from "../support/stack.ts";
 
 Deno.test("chat-process {job_id} of another queue answers 409 and leaves the job alone", async () => {
@@ -27,21 +27,24 @@ Deno.test("chat-process {job_id} of another queue answers 409 and leaves the job
 });
 
 Deno.test("repeated queue-worker calls keep one worker row per isolate", async () => {
-  const count = () =>
+  const rows = () =>
     withDb(async (sql) =>
-      (await sql`select count(*)::int as n from public.workers where id like 'queue-worker-%'`)[0].n as number
+      new Set((await sql`select id from public.workers where id like 'queue-worker-%'`).map((w) => w.id as string))
     );
   const first = await callFunction("queue-worker", { token: stack.serviceKey, body: {} });
   assertEquals(first.status, 200, JSON.stringify(first.body));
-  const rowsAfterFirst = await count();
+  const before = await rows();
   const ids = new Set<string>([first.body.data.worker_id]);
   for (let i = 0; i < 5; i++) {
     const r = await callFunction("queue-worker", { token: stack.serviceKey, body: {} });
     assertEquals(r.status, 200, JSON.stringify(r.body));
     ids.add(r.body.data.worker_id);
   }
-  assertEquals(ids.size, 1, `one isolate, one worker id: ${[...ids].join(", ")}`);
-  assertEquals(await count(), rowsAfterFirst, "no new worker rows");
+  // The local supervisor retires a worker process at half its wall clock, as the
+  // hosted runtime does; a call that lands on the fresh process brings one new id.
+  assert(ids.size <= 2, `one isolate, one worker id (two across a retirement): ${[...ids].join(", ")}`);
+  const added = [...(await rows())].filter((id) => !before.has(id));
+  assertEquals(added.length, ids.size - 1, `new worker rows: ${added.join(", ")}`);
 });
 
 Deno.test("workers silent for more than 15 minutes are reaped by queue-worker's housekeeping", async () => {
