@@ -16,6 +16,7 @@ import { Buffer } from "node:buffer";
 import * as tus from "tus-js-client";
 import postgres from "postgres";
 import { userAccessToken } from "../../scripts/local/jwt.ts";
+import { webhookHeaders } from "../../tests/support/standard_webhooks.ts";
 import { V2UploadClient } from "../../clients/upload-client/js/v2_upload_client.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -118,11 +119,6 @@ function existingStack(): Stack | null {
 }
 
 const enc = new TextEncoder();
-
-async function hmac(key: Uint8Array<ArrayBuffer>, data: string): Promise<Uint8Array> {
-  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return new Uint8Array(await crypto.subtle.sign("HMAC", k, enc.encode(data)));
-}
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -244,7 +240,6 @@ async function main() {
     }));
 
     // --- webhooks (Standard Webhooks, internal source) -----------------------
-    const key = Uint8Array.from(atob(s.internalSecret.replace(/^whsec_/, "")), (c) => c.charCodeAt(0));
     const webhook = async (id: string, p: number) => {
       const body = JSON.stringify({
         source: "internal",
@@ -253,17 +248,12 @@ async function main() {
         step: "parse",
         progress: p,
       });
-      const msg = `msg_${crypto.randomUUID()}`;
-      const ts = String(Math.floor(Date.now() / 1000));
-      const sig = btoa(String.fromCharCode(...await hmac(key, `${msg}.${ts}.${body}`)));
       return await fetch(fn("processing-webhook"), {
         method: "POST",
         headers: {
           apikey: s.anonKey,
           "content-type": "application/json",
-          "webhook-id": msg,
-          "webhook-timestamp": ts,
-          "webhook-signature": `v1,${sig}`,
+          ...await webhookHeaders(s.internalSecret, body),
         },
         body,
       });

@@ -8,6 +8,7 @@
 
 import { presignUrl } from "../../scripts/local/sigv4.ts";
 import { callFunction, createUser, need, stack, type TestUser, withDb } from "../support/stack.ts";
+import { webhookHeaders } from "../support/standard_webhooks.ts";
 
 export { callFunction, createUser, need, stack, type TestUser, withDb };
 
@@ -96,22 +97,12 @@ export async function claim(jobId: string, leaseSeconds = 30): Promise<{ lease: 
   return rows[0] as any;
 }
 
-const enc = new TextEncoder();
-const b64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
-const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-
-/** Standard Webhooks headers for `body` (a string), signed with `secret` at `ts`. */
+/** Standard Webhooks headers for `body` (a string), signed with `secret` (the worker's by default) at `ts`. */
 export async function signed(
   body: string,
   opts: { id?: string; ts?: number; secret?: string } = {},
 ): Promise<Record<string, string>> {
-  const secret = opts.secret ?? workerSecret();
-  const key = secret.startsWith("whsec_") ? unb64(secret.slice(6)) : enc.encode(secret);
-  const id = opts.id ?? `msg_${crypto.randomUUID()}`;
-  const ts = String(opts.ts ?? Math.floor(Date.now() / 1000));
-  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", k, enc.encode(`${id}.${ts}.${body}`)));
-  return { "webhook-id": id, "webhook-timestamp": ts, "webhook-signature": `v1,${b64(sig)}` };
+  return await webhookHeaders(opts.secret ?? workerSecret(), body, { id: opts.id, timestamp: opts.ts });
 }
 
 /** A signed report to job-callback. */

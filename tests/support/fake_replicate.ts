@@ -16,6 +16,8 @@
 //   GET  /__deliveries -> every webhook delivered {headers, body, status}
 //   GET  /__requests   -> API requests received
 
+import { webhookSignature } from "./standard_webhooks.ts";
+
 export interface FakeReplicate {
   url: string;
   token: string;
@@ -40,16 +42,9 @@ interface Prediction {
   webhook?: string;
 }
 
-const b64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
-
 /** The Standard Webhooks signature of a delivery. */
 export async function signWebhook(secret: string, id: string, timestamp: number, body: string): Promise<string> {
-  const raw = Uint8Array.from(atob(secret.replace(/^whsec_/, "")), (c) => c.charCodeAt(0));
-  const key = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const sig = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${id}.${timestamp}.${body}`)),
-  );
-  return `v1,${b64(sig)}`;
+  return await webhookSignature(secret, id, timestamp, body);
 }
 
 export function startFakeReplicate(token: string, webhookSecret: string): FakeReplicate {

@@ -1,6 +1,7 @@
 // Helpers of the upload pipeline's end-to-end tests (seed 004).
 import { callFunction, need, type Sql, stack, withDb } from "../support/stack.ts";
 import { type UploadConfig, V2UploadClient } from "../../clients/upload-client/js/v2_upload_client.ts";
+import { webhookHeaders as signedHeaders } from "../support/standard_webhooks.ts";
 
 export { V2UploadClient };
 
@@ -58,17 +59,8 @@ export async function webhookHeaders(
   opts: { id?: string; timestamp?: number; secret?: string } = {},
 ): Promise<Record<string, string>> {
   const secret = opts.secret ?? need(`UPLOAD_WEBHOOK_SECRET_${source.toUpperCase()}`);
-  const key = secret.startsWith("whsec_")
-    ? Uint8Array.from(atob(secret.slice(6)), (c) => c.charCodeAt(0))
-    : new TextEncoder().encode(secret);
-  const id = opts.id ?? `msg_${crypto.randomUUID()}`;
-  const ts = String(opts.timestamp ?? Math.floor(Date.now() / 1000));
-  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", k, new TextEncoder().encode(`${id}.${ts}.${body}`)));
   return {
-    "webhook-id": id,
-    "webhook-timestamp": ts,
-    "webhook-signature": `v1,${btoa(String.fromCharCode(...sig))}`,
+    ...await signedHeaders(secret, body, { id: opts.id, timestamp: opts.timestamp }),
     "content-type": "application/json",
   };
 }
