@@ -10,11 +10,13 @@
 //! It must never complete or fail a job without the claim's lease token, and
 //! never decide what a job does: systems register job handlers for that.
 
+pub mod call_budget;
 pub mod housekeeping;
 pub mod sql;
 pub mod state;
 pub mod worker;
 
+pub use call_budget::{call_budget_ms, isolate_worker_id, worker_id};
 pub use sql::*;
 pub use state::{should_retry, transition, Backoff, JobEvent, JobStatus, LEGAL_TRANSITIONS};
 pub use worker::{BatchReport, JobContext, JobHandler, JobOutcome, Registry, RetryPolicy, Worker};

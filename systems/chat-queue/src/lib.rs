@@ -18,8 +18,7 @@ pub mod worker;
 pub use settings::Settings;
 pub use worker::ChatCompletion;
 
-use edgeworks_core::ids::uuid_v4;
-use edgeworks_core::{ApiError, Rng};
+use edgeworks_core::ApiError;
 use edgeworks_llm::chat::ChatProvider;
 use edgeworks_runtime::Env;
 use edgeworks_service::FromEnv;
@@ -69,20 +68,7 @@ pub fn today(now_ms: i64) -> String {
         .to_string()
 }
 
-/// A worker id for callers that did not name one: `<prefix>-<8 hex>`.
-pub fn worker_id(prefix: &str, rng: &mut dyn Rng) -> String {
-    format!("{prefix}-{}", &uuid_v4(rng)[..8])
-}
-
-/// The worker id of this isolate: drawn once, then the same for every request
-/// it serves, so a scheduler calling `queue-worker` every few seconds keeps
-/// heartbeating one `workers` row instead of adding one per call. (An isolate
-/// is one function's instance; a re-instantiated one draws a new id, and the
-/// old row is reaped once it has been silent long enough.)
-pub fn isolate_worker_id(prefix: &str, rng: &mut dyn Rng) -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| worker_id(prefix, rng)).clone()
-}
+pub use edgeworks_queue::{isolate_worker_id, worker_id};
 
 /// The queue and job kind chat questions travel on.
 pub const QUEUE: &str = "chat";
@@ -112,22 +98,6 @@ pub fn estimate_duration_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_isolate_keeps_one_worker_id() {
-        struct Counter(u8);
-        impl Rng for Counter {
-            fn fill(&mut self, buf: &mut [u8]) {
-                self.0 = self.0.wrapping_add(1);
-                buf.fill(self.0);
-            }
-        }
-        let mut rng = Counter(0);
-        let first = isolate_worker_id("queue-worker", &mut rng);
-        assert!(first.starts_with("queue-worker-"));
-        assert_eq!(isolate_worker_id("queue-worker", &mut rng), first);
-        assert_ne!(worker_id("queue-worker", &mut rng), first);
-    }
 
     #[test]
     fn estimate_is_one_job_when_first_in_line() {

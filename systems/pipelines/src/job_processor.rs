@@ -253,8 +253,10 @@ async fn process_due(
     setup: &PipelineSetup,
     body: &ProcessRequest,
 ) -> Result<Value, ApiError> {
-    let clamp = ctx.env().parse_or("QUEUE_WORKER_MAX_DURATION_MS", 120_000u64);
-    let budget = body.max_duration_ms.unwrap_or(DEFAULT_BUDGET_MS).min(clamp);
+    let env = ctx.env();
+    let (budget, _) = edgeworks_queue::call_budget_ms(body.max_duration_ms.unwrap_or(DEFAULT_BUDGET_MS), |k| {
+        env.get(k).map(str::to_string)
+    });
     let batch = body.batch_size.unwrap_or(200);
     let started = ctx.elapsed_ms();
     let (mut fired, mut skipped, mut duplicates, mut deactivated, mut batches) = (0i64, 0i64, 0i64, 0i64, 0u32);

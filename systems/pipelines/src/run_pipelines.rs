@@ -159,13 +159,14 @@ async fn status(db: &ServiceDb, run: &str, user: Option<&str>) -> Result<Value, 
 }
 
 async fn run_batches(setup: &PipelineSetup, db: &ServiceDb, ctx: &Ctx, body: &RunRequest) -> Result<Value, ApiError> {
-    let clamp = ctx.env().parse_or("QUEUE_WORKER_MAX_DURATION_MS", 120_000u64);
-    let budget = body.max_duration_ms.unwrap_or(DEFAULT_BUDGET_MS).min(clamp);
+    let env = ctx.env();
+    let (budget, _) = edgeworks_queue::call_budget_ms(body.max_duration_ms.unwrap_or(DEFAULT_BUDGET_MS), |k| {
+        env.get(k).map(str::to_string)
+    });
     let batch = body.batch_size.unwrap_or(10);
-    let worker_id = format!(
-        "run-pipelines-{}",
-        &ctx.request_id().chars().take(8).collect::<String>()
-    );
+    // One id per isolate, so the scheduler's calls every few seconds keep one
+    // workers row rather than adding one per call.
+    let worker_id = edgeworks_queue::isolate_worker_id("run-pipelines", &mut ctx.rng());
     let registry = setup.register(Registry::new(), ctx);
     let http = ctx.http();
     let worker = Worker {
