@@ -15,8 +15,10 @@ use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen]
 extern "C" {
-    #[wasm_bindgen(js_name = fetch)]
-    fn js_fetch(input: &web_sys::Request) -> Promise;
+    /// `fetch(url, init)`: handing fetch a `Request` object would have it build
+    /// a second one from the first.
+    #[wasm_bindgen(catch, js_name = fetch)]
+    fn js_fetch(url: &str, init: &web_sys::RequestInit) -> Result<Promise, JsValue>;
     #[wasm_bindgen(js_name = setTimeout)]
     fn set_timeout(cb: &Function, ms: i32) -> JsValue;
     #[wasm_bindgen(js_name = clearTimeout)]
@@ -68,19 +70,28 @@ fn js_error_text(e: &JsValue) -> String {
         .unwrap_or_else(|| "fetch failed".to_string())
 }
 
-fn js_request(req: &Request, signal: &web_sys::AbortSignal) -> Result<web_sys::Request, JsValue> {
+/// The `init` of a fetch. Headers go as `[name, value]` pairs (duplicates kept),
+/// which fetch validates once while building its request; a `Headers` object
+/// would be built and validated, then copied.
+fn js_init(req: &Request, signal: &web_sys::AbortSignal) -> web_sys::RequestInit {
     let init = web_sys::RequestInit::new();
     init.set_method(req.method.as_str());
-    let headers = web_sys::Headers::new()?;
+    let headers = js_sys::Array::new();
     for (k, v) in req.headers.iter() {
-        headers.append(k, v)?;
+        headers.push(&js_sys::Array::of2(&JsValue::from_str(k), &JsValue::from_str(v)));
     }
     init.set_headers(&headers);
     if !req.body.is_empty() {
         init.set_body(&Uint8Array::from(req.body.as_slice()));
     }
     init.set_signal(Some(signal));
-    web_sys::Request::new_with_str_and_init(&req.url, &init)
+    init
+}
+
+/// `fetch` itself, a synchronous throw (a bad URL or header) as a rejection.
+fn fetch(req: &Request, signal: &web_sys::AbortSignal) -> JsFuture {
+    let promise = js_fetch(&req.url, &js_init(req, signal)).unwrap_or_else(|e| Promise::reject(&e));
+    JsFuture::from(promise)
 }
 
 fn headers_of(resp: &web_sys::Response) -> Headers {
@@ -148,8 +159,7 @@ pub async fn send_streaming(req: Request, timeout_ms: u32) -> Result<StreamedRes
             TransportError::Network(js_error_text(&e))
         }
     };
-    let request = js_request(&req, &signal).map_err(fail)?;
-    let resp: web_sys::Response = match JsFuture::from(js_fetch(&request)).await {
+    let resp: web_sys::Response = match fetch(&req, &signal).await {
         Ok(r) => r.dyn_into().map_err(fail)?,
         Err(e) => return Err(fail(e)),
     };
@@ -195,8 +205,7 @@ pub async fn send_streaming(req: Request, timeout_ms: u32) -> Result<StreamedRes
 
 impl FetchClient {
     async fn exchange(&self, req: Request, signal: &web_sys::AbortSignal) -> Result<Response, JsValue> {
-        let request = js_request(&req, signal)?;
-        let resp: web_sys::Response = JsFuture::from(js_fetch(&request)).await?.dyn_into()?;
+        let resp: web_sys::Response = fetch(&req, signal).await?.dyn_into()?;
         let out_headers = headers_of(&resp);
         let buf = JsFuture::from(resp.array_buffer()?).await?;
         Ok(Response {

@@ -13,15 +13,31 @@ export type Bytes = ReturnType<Uint8Array["slice"]>;
 /** What `wasm-bindgen --target web --experimental-reset-state-function` emits. */
 export interface WasmGlue {
   initSync(module: { module: BufferSource | WebAssembly.Module }): unknown;
-  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmResponse>;
+  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmReply>;
   __wbg_reset_state(): void;
 }
 
 export interface WasmRequest {
   method: string;
   url: string;
-  headers: [string, string][];
+  /**
+   * Every header as `name\nvalue\n`: one string crosses into the wasm instead of
+   * two per header (no header can hold a line break). See crates/runtime/src/convert.rs.
+   */
+  headers: string;
   body: Bytes | null;
+}
+
+/** What the wasm answers: headers flat as in WasmRequest, or pairs when one could not be flattened. */
+export type WasmReply = Omit<WasmResponse, "headers"> & { headers: string | [string, string][] };
+
+/** A reply's headers as pairs. */
+export function replyHeaders(headers: string | [string, string][]): [string, string][] {
+  if (typeof headers !== "string") return headers;
+  const parts = headers.split("\n");
+  const pairs: [string, string][] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) pairs.push([parts[i], parts[i + 1]]);
+  return pairs;
 }
 
 export interface WasmResponse {
@@ -75,7 +91,7 @@ export class WasmFunction {
     return this.#ready;
   }
 
-  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmResponse> {
+  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmReply> {
     return this.#glue.handle(request, env);
   }
 

@@ -10,7 +10,7 @@
 // Deno.upgradeWebSocket and relays frames both ways). A trap mid-stream ends
 // an event stream with an `error` event and closes a socket with 1011.
 
-import { type Bytes, type WasmGlue, type WasmRequest, type WasmResponse, WasmFunction } from "./loader.ts";
+import { type Bytes, replyHeaders, type WasmGlue, type WasmRequest, type WasmResponse, WasmFunction } from "./loader.ts";
 
 /** Supabase's edge runtime keeps an isolate alive while these promises run. */
 declare const EdgeRuntime: { waitUntil(p: Promise<unknown>): void } | undefined;
@@ -260,31 +260,33 @@ export function createHandler(
   trapListeners.add(onTrap);
 
   return async (req: Request): Promise<Response> => {
-    const requestId = crypto.randomUUID();
+    // Only the adapter's own refusals need an id (Rust makes the request's own).
+    let id: string | undefined;
+    const requestId = () => (id ??= crypto.randomUUID());
     let headerBytes = 0;
-    const headers: [string, string][] = [];
+    let headers = "";
     for (const [k, v] of req.headers) {
       headerBytes += k.length + v.length + 4;
-      headers.push([k, v]);
+      headers += `${k}\n${v}\n`;
     }
     if (headerBytes > MAX_HEADER_BYTES) {
-      return envelope(431, "headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`, requestId);
+      return envelope(431, "headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`, requestId());
     }
     let body: Bytes | null;
     try {
       body = await readBody(req, maxRead);
     } catch (e) {
       if (e instanceof BodyTooLarge) {
-        return envelope(413, "payload_too_large", `request body exceeds ${maxRead} bytes`, requestId);
+        return envelope(413, "payload_too_large", `request body exceeds ${maxRead} bytes`, requestId());
       }
-      return envelope(400, "unreadable_body", "the request body could not be read", requestId);
+      return envelope(400, "unreadable_body", "the request body could not be read", requestId());
     }
 
     try {
       await fn.ready();
     } catch (e) {
       console.error(JSON.stringify({ level: "error", fn: options.name, msg: "wasm load failed", error: String(e) }));
-      return envelope(503, "function_unavailable", "the function failed to load", requestId);
+      return envelope(503, "function_unavailable", "the function failed to load", requestId());
     }
 
     cachedEnv ??= { ...readEnv(), EDGEWORKS_FUNCTION: options.name };
@@ -307,10 +309,11 @@ export function createHandler(
       return () => set.delete(listener);
     };
     try {
-      const out = await Promise.race([fn.handle(wasmRequest, cachedEnv), aborted.promise]);
+      const reply = await Promise.race([fn.handle(wasmRequest, cachedEnv), aborted.promise]);
+      const out: WasmResponse = { ...reply, headers: replyHeaders(reply.headers) };
       if (out.socket) return upgradeSocket(req, out as typeof out & { socket: NonNullable<typeof out.socket> }, register);
       if (out.stream) {
-        const body = streamBody(out as typeof out & { stream: NonNullable<typeof out.stream> }, register, requestId);
+        const body = streamBody(out as typeof out & { stream: NonNullable<typeof out.stream> }, register, requestId());
         return new Response(req.method === "HEAD" ? null : body, { status: out.status, headers: out.headers });
       }
       const noBody = out.status === 204 || out.status === 304 || req.method === "HEAD";
@@ -320,10 +323,10 @@ export function createHandler(
         // Only the first request to see a trap resets; the others already
         // belong to a failed generation.
         if (myGeneration === generation) onTrap(e);
-        return envelope(500, "function_crashed", "the function crashed while handling the request", requestId);
+        return envelope(500, "function_crashed", "the function crashed while handling the request", requestId());
       }
       console.error(JSON.stringify({ level: "error", fn: options.name, msg: "unhandled error", error: String(e) }));
-      return envelope(500, "internal", "internal error", requestId);
+      return envelope(500, "internal", "internal error", requestId());
     } finally {
       myInFlight.delete(aborted.reject);
     }
