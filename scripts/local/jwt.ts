@@ -15,7 +15,11 @@ export function b64urlEncode(bytes: Uint8Array): string {
 }
 
 /** Null for anything that is not unpadded base64url. */
-function b64urlDecode(s: string): Uint8Array<ArrayBuffer> | null {
+// `ReturnType<Uint8Array["slice"]>` is Uint8Array<ArrayBuffer> on current Deno and
+// plain Uint8Array on the edge runtime's TypeScript, which has no generic form.
+type Bytes = ReturnType<Uint8Array["slice"]>;
+
+function b64urlDecode(s: string): Bytes | null {
   if (!/^[A-Za-z0-9_-]*$/.test(s)) return null;
   try {
     const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (s.length % 4)) % 4));

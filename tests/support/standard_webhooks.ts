@@ -6,7 +6,11 @@
 
 const enc = new TextEncoder();
 
-function secretBytes(secret: string): Uint8Array<ArrayBuffer> {
+// Uint8Array<ArrayBuffer> where TypeScript has the generic form (current Deno),
+// plain Uint8Array on the edge runtime's older TypeScript.
+type Bytes = ReturnType<Uint8Array["slice"]>;
+
+function secretBytes(secret: string): Bytes {
   return secret.startsWith("whsec_")
     ? Uint8Array.from(atob(secret.slice("whsec_".length)), (c) => c.charCodeAt(0))
     : enc.encode(secret);
