@@ -29,6 +29,11 @@ interface Options {
   cold: number;
   soak: number;
   peers: string;
+  burst: boolean;
+  clients: number;
+  questions: number;
+  workers: number;
+  batch: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -40,6 +45,11 @@ function parseArgs(argv: string[]): Options {
     cold: 5,
     soak: 0,
     peers: `${ROOT}/../shared/peers/ts`,
+    burst: false,
+    clients: 32,
+    questions: 20,
+    workers: 2,
+    batch: 5,
   };
   const int = (name: string, v: string | undefined, min: number) => {
     const n = Number(v);
@@ -79,6 +89,25 @@ function parseArgs(argv: string[]): Options {
         o.peers = v ?? "";
         i++;
         break;
+      case "--burst":
+        o.burst = true;
+        break;
+      case "--clients":
+        o.clients = int(a, v, 1);
+        i++;
+        break;
+      case "--questions":
+        o.questions = int(a, v, 1);
+        i++;
+        break;
+      case "--workers":
+        o.workers = int(a, v, 1);
+        i++;
+        break;
+      case "--batch":
+        o.batch = int(a, v, 1);
+        i++;
+        break;
       default:
         usage(`unknown argument ${a}`);
     }
@@ -89,7 +118,8 @@ function parseArgs(argv: string[]): Options {
 function usage(msg: string): never {
   console.error(`bench peer: ${msg}`);
   console.error(
-    "usage: scripts/bench peer [--requests N] [--concurrency 1,8,32] [--rounds N] [--pairs health,chat-submit,fixed] [--cold N] [--soak N] [--peers DIR]",
+    "usage: scripts/bench peer [--requests N] [--concurrency 1,8,32] [--rounds N] [--pairs health,chat-submit,fixed] [--cold N] [--soak N] [--peers DIR]\n" +
+      "       scripts/bench peer --burst [--clients 32] [--questions 20] [--workers 2] [--batch 5] [--rounds N]",
   );
   Deno.exit(2);
 }
@@ -100,6 +130,7 @@ function usage(msg: string): never {
 interface Stack {
   url: string;
   anonKey: string;
+  serviceKey: string;
   userToken: string;
   dbUrl: string;
   gatewayPid: number;
@@ -160,6 +191,9 @@ async function startStack(o: Options): Promise<Stack> {
     EDGEWORKS_NO_CRON: "1",
     EDGEWORKS_EXTRA_FUNCTIONS_ROOT: o.peers,
     AI_PROVIDER: "offline",
+    // A process is retired at half its wall clock (75 s on the free plan): a run must see
+    // one process from start to end, so the bench's processes live for a day.
+    EDGEWORKS_EDGE_WALL_CLOCK_MS: String(86_400_000),
     // Raised equally on both sides: the bench measures the work, not the limiter's refusals.
     RATE_LIMIT_HEALTH: UNLIMITED,
     RATE_LIMIT_HEALTH_TS: UNLIMITED,
@@ -182,6 +216,7 @@ async function startStack(o: Options): Promise<Stack> {
   return {
     url: e.SUPABASE_URL,
     anonKey: e.SUPABASE_ANON_KEY,
+    serviceKey: e.SUPABASE_SERVICE_ROLE_KEY,
     userToken: e.EDGEWORKS_DEMO_USER_TOKEN,
     dbUrl: e.EDGEWORKS_DB_URL,
     gatewayPid,
@@ -242,6 +277,17 @@ function functionPid(stack: Stack, name: string): number | null {
 function cpuMs(pid: number): number {
   const st = stat(pid);
   return st ? (Number(st[11]) + Number(st[12])) * 10 : NaN;
+}
+
+/** CPU ms of the main thread alone (where JavaScript and wasm run; what the hosted runtime meters). */
+function mainCpuMs(pid: number): number {
+  try {
+    const s = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/stat`);
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
+  }
 }
 
 function rssMb(pid: number): number {
@@ -308,6 +354,7 @@ interface RunResult {
   p95: number;
   p99: number;
   cpuPerReq: number;
+  mainCpuPerReq: number;
   rss: number;
 }
 
@@ -358,8 +405,10 @@ async function measure(stack: Stack, pair: Pair, fn: string, n: number, c: numbe
   const pid = functionPid(stack, fn);
   if (pid === null) throw new Error(`no process found for ${fn}`);
   const cpu0 = cpuMs(pid);
+  const main0 = mainCpuMs(pid);
   const { secs, lat } = await load(stack, pair, fn, n, c);
   const cpu1 = cpuMs(pid);
+  const main1 = mainCpuMs(pid);
   if (functionPid(stack, fn) !== pid) throw new Error(`${fn}'s process changed during the run`);
   lat.sort((a, b) => a - b);
   return {
@@ -368,6 +417,7 @@ async function measure(stack: Stack, pair: Pair, fn: string, n: number, c: numbe
     p95: percentile(lat, 95),
     p99: percentile(lat, 99),
     cpuPerReq: (cpu1 - cpu0) / n,
+    mainCpuPerReq: (main1 - main0) / n,
     rss: rssMb(pid),
   };
 }
@@ -403,10 +453,104 @@ function median(xs: number[]): number {
 const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "-");
 const pad = (s: string | number, n: number) => String(s).padStart(n);
 
+// ---------------------------------------------------------------------------
+// Throughput mode: clients that do not wait for answers.
+
+async function countChat(stack: Stack, status: string): Promise<number> {
+  const out = await new Deno.Command("psql", {
+    args: [stack.dbUrl, "-qAt", "-c", `select count(*) from public.jobs where queue = 'chat' and status = '${status}'`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`psql: ${new TextDecoder().decode(out.stderr)}`);
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
+interface BurstResult {
+  submitRate: number;
+  completeRate: number;
+  cpuPerSubmit: number;
+}
+
+/**
+ * `clients` clients each submit `questions` questions (each into its own session) back
+ * to back, waiting only for the submit's answer, never for the question's; meanwhile
+ * `workers` queue-worker loops (the Rust worker: it answers both sides' jobs) drain the
+ * queue. Submitted jobs/s: all submits over the time they took; completed jobs/s: all
+ * jobs over the time until the last was completed.
+ */
+async function burst(stack: Stack, fn: string, o: Options): Promise<BurstResult> {
+  await resetChat(stack);
+  const pair = PAIRS["chat-submit"];
+  await load(stack, pair, fn, 50, 8); // warm
+  await resetChat(stack);
+  const pid = functionPid(stack, fn);
+  if (pid === null) throw new Error(`no process found for ${fn}`);
+  const total = o.clients * o.questions;
+  let stop = false;
+  const workers = Array.from({ length: o.workers }, async (_, i) => {
+    while (!stop) {
+      const r = await fetch(`${stack.url}/functions/v1/queue-worker`, {
+        method: "POST",
+        headers: {
+          apikey: stack.anonKey,
+          authorization: `Bearer ${stack.serviceKey}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ worker_id: `peer-bench-worker-${i}`, batch_size: o.batch }),
+      });
+      const body = await r.json();
+      if (r.status !== 200) throw new Error(`queue-worker answered ${r.status}: ${JSON.stringify(body)}`);
+      if (body.data.iterations === 0) await new Promise((res) => setTimeout(res, 10));
+    }
+  });
+  const cpu0 = cpuMs(pid);
+  const t0 = performance.now();
+  const { secs } = await load(stack, pair, fn, total, o.clients);
+  const cpu1 = cpuMs(pid);
+  let done = 0;
+  for (let i = 0; i < 6000 && done < total; i++) {
+    done = await countChat(stack, "completed");
+    if (done < total) await new Promise((res) => setTimeout(res, 50));
+  }
+  const completeSecs = (performance.now() - t0) / 1000;
+  stop = true;
+  await Promise.all(workers);
+  if (done < total) throw new Error(`${fn}: ${done} of ${total} jobs completed`);
+  return { submitRate: total / secs, completeRate: total / completeSecs, cpuPerSubmit: (cpu1 - cpu0) / total };
+}
+
+async function burstMode(stack: Stack, o: Options): Promise<void> {
+  const res: Record<"rust" | "ts", BurstResult[]> = { rust: [], ts: [] };
+  const pair = PAIRS["chat-submit"];
+  for (let r = 0; r < o.rounds; r++) {
+    const order: ("rust" | "ts")[] = r % 2 === 0 ? ["rust", "ts"] : ["ts", "rust"];
+    for (const side of order) res[side].push(await burst(stack, pair[side], o));
+  }
+  const med = (side: "rust" | "ts", k: keyof BurstResult) => median(res[side].map((x) => x[k]));
+  console.log(
+    `burst: ${o.clients} clients x ${o.questions} questions (no client waits for an answer), ` +
+      `${o.workers} queue-worker loops (batch ${o.batch}, offline provider); median of ${o.rounds} alternating rounds`,
+  );
+  console.log(pad("submit side", 14) + pad("submitted/s", 13) + pad("completed/s", 13) + pad("CPU ms/submit", 15));
+  for (const side of ["rust", "ts"] as const) {
+    console.log(
+      pad(pair[side], 14) + pad(f(med(side, "submitRate")), 13) + pad(f(med(side, "completeRate")), 13) +
+        pad(f(med(side, "cpuPerSubmit"), 3), 15),
+    );
+  }
+  console.log(
+    pad("rust/ts", 14) + pad(f(med("rust", "submitRate") / med("ts", "submitRate"), 2), 13) +
+      pad(f(med("rust", "completeRate") / med("ts", "completeRate"), 2), 13) +
+      pad(f(med("rust", "cpuPerSubmit") / med("ts", "cpuPerSubmit"), 2), 15),
+  );
+}
+
 async function main() {
   const o = parseArgs(Deno.args);
   const stack = await startStack(o);
   try {
+    if (o.burst) return await burstMode(stack, o);
     console.log(
       `${o.rounds} alternating rounds per pair and concurrency, medians; ${o.requests} requests per run at c>1, ` +
         `${
@@ -415,7 +559,7 @@ async function main() {
     );
     const rows: string[] = [];
     const header = pad("pair", 12) + pad("c", 4) + pad("side", 8) + pad("req/s", 9) + pad("p50 ms", 9) +
-      pad("p95 ms", 9) + pad("p99 ms", 9) + pad("CPU ms/req", 12) + pad("RSS MB", 9);
+      pad("p95 ms", 9) + pad("p99 ms", 9) + pad("CPU ms/req", 12) + pad("main ms/req", 12) + pad("RSS MB", 9);
     for (const name of o.pairs) {
       const pair = PAIRS[name];
       for (const c of o.concurrency) {
@@ -431,13 +575,15 @@ async function main() {
           rows.push(
             pad(name, 12) + pad(c, 4) + pad(side, 8) + pad(f(med(side, "rps")), 9) + pad(f(med(side, "p50"), 1), 9) +
               pad(f(med(side, "p95"), 1), 9) + pad(f(med(side, "p99"), 1), 9) +
-              pad(f(med(side, "cpuPerReq"), 3), 12) + pad(f(med(side, "rss"), 1), 9),
+              pad(f(med(side, "cpuPerReq"), 3), 12) + pad(f(med(side, "mainCpuPerReq"), 3), 12) +
+              pad(f(med(side, "rss"), 1), 9),
           );
         }
         const ratio = (k: keyof RunResult, d = 2) => f(med("rust", k) / med("ts", k), d);
         rows.push(
           pad(name, 12) + pad(c, 4) + pad("rust/ts", 8) + pad(ratio("rps"), 9) + pad(ratio("p50"), 9) +
-            pad(ratio("p95"), 9) + pad(ratio("p99"), 9) + pad(ratio("cpuPerReq"), 12) + pad(ratio("rss"), 9),
+            pad(ratio("p95"), 9) + pad(ratio("p99"), 9) + pad(ratio("cpuPerReq"), 12) +
+            pad(ratio("mainCpuPerReq"), 12) + pad(ratio("rss"), 9),
         );
         console.error(`  ${name} c=${c}: done`);
       }
@@ -447,7 +593,9 @@ async function main() {
     console.log("-".repeat(header.length));
     for (const r of rows) console.log(r);
     console.log("-".repeat(header.length));
-    console.log("rust/ts: req/s > 1 and the others < 1 favour Rust. CPU: the function process, all threads.");
+    console.log(
+      "rust/ts: req/s > 1 and the others < 1 favour Rust. CPU: the function process, all threads; main: its main thread.",
+    );
 
     if (o.cold > 0) {
       const cold: Record<string, number[]> = {};

@@ -1,0 +1,116 @@
+// In-process cost of one request, Rust (the real wasm through the real adapter) against
+// the TypeScript peer, with I/O stubbed: fetch answers PostgREST's replies from memory,
+// so what is measured is the function's own work per request, nothing on the wire.
+//
+//   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR]
+//
+// Paths: `fixed` (PUT -> 405: what every request pays before any work) and `health`
+// (GET: rate limit + rpc/health_ping). The environment is a realistic one (the stack's
+// variables plus padding to ~50), the same for both. Figures: process CPU (utime + stime,
+// every thread) per request, median of the rounds, the sides alternating.
+
+import * as glue from "../../supabase/functions/health/pkg/health.js";
+import { createHandler } from "../../supabase/functions/_shared/serve.ts";
+
+const args = Deno.args;
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] ? args[i + 1] : dflt;
+};
+const N = Number(opt("--requests", "20000"));
+const ROUNDS = Number(opt("--rounds", "5"));
+const PEERS = opt("--peers", new URL("../../../shared/peers/ts", import.meta.url).pathname);
+
+// A stack-like environment: what scripts/serve hands a function, padded to ~50 names.
+const env: Record<string, string> = {
+  SUPABASE_URL: "http://127.0.0.1:54321",
+  SUPABASE_ANON_KEY: "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.anon-signature-for-bench-000000",
+  SUPABASE_SERVICE_ROLE_KEY: "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.service-signature-000",
+  SUPABASE_JWT_SECRET: "super-secret-jwt-token-with-at-least-32-characters-long",
+  SUPABASE_DB_URL: "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
+  SUPABASE_PUBLISHABLE_KEYS: '{"default":"anon"}',
+  SUPABASE_SECRET_KEYS: '{"default":"service"}',
+  S3_ENDPOINT: "http://127.0.0.1:54321/storage/v1/s3",
+  S3_REGION: "local",
+  S3_ACCESS_KEY_ID: "bench-access-key-id",
+  S3_SECRET_ACCESS_KEY: "bench-secret-access-key-0000",
+  ENVIRONMENT: "development",
+  RATE_LIMIT_HEALTH: "1000000/1000000",
+  RATE_LIMIT_HEALTH_TS: "1000000/1000000",
+};
+for (let i = 0; Object.keys(env).length < 50; i++) env[`BENCH_SETTING_${i}`] = `value-${i}-${"x".repeat(20)}`;
+for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+
+// PostgREST, from memory.
+const realFetch = globalThis.fetch;
+globalThis.fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+  const url = input instanceof Request ? input.url : String(input);
+  const json = (body: unknown) =>
+    Promise.resolve(new Response(JSON.stringify(body), { headers: { "content-type": "application/json" } }));
+  if (url.includes("/rpc/rate_limit_take")) return json([{ allowed: true, tokens: 999_999 }]);
+  if (url.includes("/rpc/health_ping")) {
+    return json({ server_time: "2026-12-01T00:00:00.000Z", server_version: "15.18" });
+  }
+  return realFetch(input, init);
+};
+
+// The peer registers its handler with Deno.serve at import: capture it instead.
+let peerHandler: ((req: Request) => Promise<Response>) | null = null;
+(Deno as unknown as { serve: unknown }).serve = (a: unknown, b?: unknown) => {
+  peerHandler = (typeof a === "function" ? a : b) as (req: Request) => Promise<Response>;
+  return { finished: Promise.resolve(), shutdown: () => Promise.resolve() };
+};
+await import(`${PEERS}/health-ts/index.ts`);
+if (!peerHandler) throw new Error("the peer did not call Deno.serve");
+const ts = peerHandler as (req: Request) => Promise<Response>;
+const rust = createHandler(glue, new URL("../../supabase/functions/health/pkg/health_bg.wasm", import.meta.url), {
+  name: "health",
+  env: () => ({ ...env }),
+});
+
+// Logs go nowhere: both sides write one line per request, the terminal is not measured.
+console.log = () => {};
+console.error = () => {};
+const out = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s + "\n"));
+
+function cpuMs(): number {
+  const s = Deno.readTextFileSync("/proc/self/stat");
+  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+const headers = { "x-forwarded-for": "10.0.0.1", authorization: `Bearer ${env.SUPABASE_ANON_KEY}` };
+const paths: Record<string, () => Request> = {
+  fixed: () => new Request("http://127.0.0.1:8000/health", { method: "PUT", headers }),
+  health: () => new Request("http://127.0.0.1:8000/health", { headers }),
+};
+
+async function round(handler: (req: Request) => Promise<Response>, make: () => Request, n: number): Promise<number> {
+  const c0 = cpuMs();
+  for (let i = 0; i < n; i++) await (await handler(make())).arrayBuffer();
+  return ((cpuMs() - c0) / n) * 1000;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+out(`in-process, I/O stubbed; ${N} requests per round, median of ${ROUNDS} alternating rounds; CPU µs per request`);
+for (const [name, make] of Object.entries(paths)) {
+  await round(rust, make, 500);
+  await round(ts, make, 500);
+  const r: number[] = [];
+  const t: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    if (i % 2 === 0) {
+      r.push(await round(rust, make, N));
+      t.push(await round(ts, make, N));
+    } else {
+      t.push(await round(ts, make, N));
+      r.push(await round(rust, make, N));
+    }
+  }
+  out(
+    `  ${name.padEnd(8)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
+      median(t).toFixed(0).padStart(5)
+    } µs   rust/ts ${(median(r) / median(t)).toFixed(2)}`,
+  );
+}
+Deno.exit(0);
