@@ -205,6 +205,9 @@ EDGEWORKS_DB_URL=postgresql://postgres:postgres@127.0.0.1:$EW_DB_PORT/postgres
 EDGEWORKS_REST_URL=http://127.0.0.1:$EW_REST_PORT
 ENV
   if [ -n "$s3_url" ]; then ew_s3_env "http://127.0.0.1:$EW_API_PORT" >> "$EW_STATE/env"; fi
+  # So that a plain `source .local/env` exports them (child processes such as the
+  # benches see them); the lines above stay KEY=value for the readers that grep them.
+  echo "export $(sed -n 's/^\([A-Z0-9_]*\)=.*/\1/p' "$EW_STATE/env" | tr '\n' ' ')" >> "$EW_STATE/env"
   chmod 600 "$EW_STATE/env"
 }
 
