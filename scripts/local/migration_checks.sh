@@ -63,9 +63,9 @@ fi
 
 scripts/gen-types --check --db-url "$fresh_url"
 
-if [ -f tests/security/privileges.test.ts ]; then
+if [ -f tests/platform/security/privileges.test.ts ]; then
   ew_log "privilege catalogue on the fresh database"
-  EDGEWORKS_DB_URL="$fresh_url" deno test --quiet -A tests/security/privileges.test.ts
+  EDGEWORKS_DB_URL="$fresh_url" deno test --quiet -A tests/platform/security/privileges.test.ts
 else
-  ew_log "no tests/security/privileges.test.ts yet; privilege catalogue skipped"
+  ew_log "no tests/platform/security/privileges.test.ts yet; privilege catalogue skipped"
 fi

@@ -7,8 +7,8 @@
 // The body is handed to fetch as the server's own stream, not wrapped: Deno
 // keeps a declared Content-Length only for that stream (a JavaScript stream
 // goes out chunked, which s3s-fs refuses with 411), so the cause is read from
-// the error fetch gives. Pinned by tests/security/gateway.test.ts and
-// tests/security/s3_limits.test.ts on the stack's Deno version.
+// the error fetch gives. Pinned by tests/platform/security/gateway.test.ts and
+// tests/platform/security/s3_limits.test.ts on the stack's Deno version.
 
 export function clientBodyFailed(e: unknown): boolean {
   for (let cur: unknown = e, depth = 0; cur instanceof Error && depth < 5; cur = cur.cause, depth++) {

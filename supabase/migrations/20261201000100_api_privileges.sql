@@ -15,9 +15,9 @@
 --      PostgREST does not expose (config.toml [api] schemas) and on which the
 --      API roles have no USAGE. Security definer functions in public call them
 --      as their owner.
---   3. tests/security/privileges.test.ts compares, for every function, table,
+--   3. tests/platform/security/privileges.test.ts compares, for every function, table,
 --      view and sequence of every exposed schema, what anon, authenticated and
---      service_role may do with tests/security/privileges.allow.json; an object
+--      service_role may do with tests/platform/security/privileges.allow.json; an object
 --      nobody allow-listed fails the test.
 --
 -- Rules for later migrations: create helpers in `private`; grant EXECUTE per

@@ -1,6 +1,6 @@
 // code-execution through the gateway: the function, its sandbox and its record.
 // The sandbox's many runaway, memory, output and escape cases are pinned in-process
-// by tests/sandbox/; these check that the function carries them end to end.
+// by tests/code-execution/sandbox/; these check that the function carries them end to end.
 import { createClient } from "@supabase/supabase-js";
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { assertEnvelope, callFunction, createUser, stack, type TestUser } from "../support/stack.ts";

@@ -369,7 +369,7 @@ mod tests {
         assert!(!should_retry(true, 1, 1));
     }
 
-    // The same table pins `backoff_ceiling_ms` in tests/queue/retry.test.ts.
+    // The same table pins `backoff_ceiling_ms` in tests/platform/queue/retry.test.ts.
     #[test]
     fn ceiling_doubles_from_base_until_the_cap() {
         let b = Backoff {
