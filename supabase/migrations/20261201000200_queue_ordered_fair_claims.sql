@@ -26,6 +26,12 @@
 --   enqueue_jobs(p_jobs): items may carry "ordering_key"
 -- =============================================================================
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 alter table public.jobs
   add column ordering_key text,
   add column fair_position bigint not null default 0;

@@ -11,6 +11,12 @@
 --                            p_user = null) -> jsonb             [service_role]
 -- =============================================================================
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 drop function public.media_record_admin_image(uuid, text, text, text, jsonb);
 
 -- An image made by generate-admin-image, recorded like any other (p_user null:

@@ -38,6 +38,12 @@
 -- Tables from seed 002
 -- -----------------------------------------------------------------------------
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 create table public.profiles (
   id uuid primary key references auth.users (id) on delete cascade,
   display_name text check (display_name is null or length(display_name) <= 100),

@@ -8,6 +8,12 @@
 -- grants (service_role only).
 -- =============================================================================
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 create or replace function public.ai_stream_append(p_stream uuid, p_events jsonb, p_content text default null)
 returns jsonb
 language plpgsql volatile security definer set search_path = ''

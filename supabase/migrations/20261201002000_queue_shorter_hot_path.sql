@@ -24,6 +24,12 @@
 -- re-checks their status under the lock; completion still needs the lease token.
 -- =============================================================================
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 create or replace function public.claim_jobs(
   p_worker text,
   p_queues text[],

@@ -22,6 +22,12 @@
 --                               arithmetic are unchanged.
 -- =============================================================================
 
+-- Functions created below carry no EXECUTE for public, anon or authenticated: the
+-- default privileges of 20261201000100, restated here so this migration does not depend
+-- on them having survived; each API function is granted explicitly below.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
+
 create or replace function private.chat_queue_timing(p_queue text default 'chat')
 returns jsonb
 language plpgsql stable security definer set search_path = ''
