@@ -132,13 +132,40 @@ function postgresCpuMs() {
   return ticks * TICK_MS;
 }
 
+// WAL written during a phase: the server's insert position before and after (the
+// whole server's WAL, so run it on a database nobody else is writing to). With index
+// insertions, it is what a job costs in writes beyond the heap rows themselves.
+async function walLsn() {
+  const c = new pg.Client({ connectionString: DB_URL });
+  await c.connect();
+  try {
+    const { rows } = await c.query("select pg_current_wal_lsn()::text as lsn");
+    return rows[0].lsn;
+  } finally {
+    await c.end();
+  }
+}
+
+async function walBytesSince(lsn) {
+  const c = new pg.Client({ connectionString: DB_URL });
+  await c.connect();
+  try {
+    const { rows } = await c.query("select pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 as b", [lsn]);
+    return rows[0].b;
+  } finally {
+    await c.end();
+  }
+}
+
 async function timed(fn) {
+  const w0 = await walLsn();
   const c0 = postgresCpuMs();
   const t0 = process.hrtime.bigint();
   await fn();
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   const c1 = postgresCpuMs();
-  return { secs, cpuMs: c0 === null || c1 === null ? null : c1 - c0 };
+  const walBytes = await walBytesSince(w0);
+  return { secs, cpuMs: c0 === null || c1 === null ? null : c1 - c0, walBytes };
 }
 
 // ---------------------------------------------------------------------------
@@ -361,6 +388,7 @@ function summarize(runs) {
     out[phase] = {
       rate: median(runs.map((r) => N / r[phase].secs)),
       cpuPerJob: median(runs.map((r) => (r[phase].cpuMs === null ? null : r[phase].cpuMs / N))),
+      walPerJob: median(runs.map((r) => r[phase].walBytes / N)),
     };
   }
   return out;
@@ -434,6 +462,15 @@ async function main() {
   }
   console.log(line);
   console.log("ours/gw > 1: ours faster. gw/ours (CPU) > 1: ours spends less database CPU per job.");
+  console.log("WAL bytes per job (the server's, median):");
+  for (const { batch, ours, gw } of results) {
+    for (const phase of ["enqueue", "drain"]) {
+      console.log(
+        pad(phase === "enqueue" ? "enqueue" : "claim+complete", 16, false) + pad(batch, 6) +
+          pad(`ours ${fmt(ours[phase].walPerJob)}`, 13) + pad(`graphile ${fmt(gw[phase].walPerJob)}`, 17),
+      );
+    }
+  }
   if (rest.length) {
     console.log("edgeworks through PostgREST /rpc (service key), one run:");
     for (const { batch, r } of rest) {

@@ -76,6 +76,8 @@ export interface JobRow {
   dedup_key: string | null;
   owner_id: string | null;
   completed_at: Date | null;
+  // bigint: a string from the driver.
+  fair_position: string;
 }
 
 export interface EnqueueOptions {
