@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::caller::{service_db, websocket_protocols, Caller};
+use crate::limit::RateTicket;
 
 /// A request on its way to a handler: the request, its context, and the
 /// caller the pipeline verified (`None` on public routes).
@@ -28,12 +29,26 @@ pub struct Parts {
     pub ctx: Ctx,
     /// The verified caller, if the route authenticates.
     pub caller: Option<Caller>,
+    /// The rate-limit token the handler's SQL call is to take, on a
+    /// `limit_in_sql` route (none for the service role).
+    pub ticket: Option<RateTicket>,
 }
 
 impl Parts {
     /// Builds parts directly (native tests of extractors and handlers).
     pub fn new(req: Request, ctx: Ctx, caller: Option<Caller>) -> Parts {
-        Parts { req, ctx, caller }
+        Parts {
+            req,
+            ctx,
+            caller,
+            ticket: None,
+        }
+    }
+
+    /// With the rate-limit ticket the handler is to spend.
+    pub fn with_ticket(mut self, ticket: RateTicket) -> Parts {
+        self.ticket = Some(ticket);
+        self
     }
 
     fn caller(&self) -> Result<&Caller, ApiError> {
@@ -70,6 +85,14 @@ impl IntoReply for Response {
 impl FromRequest for Ctx {
     async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
         Ok(parts.ctx.clone())
+    }
+}
+
+/// The rate-limit token of a `limit_in_sql` route, for the handler's SQL
+/// call (`None`: the caller is not limited).
+impl FromRequest for Option<RateTicket> {
+    async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
+        Ok(parts.ticket.clone())
     }
 }
 

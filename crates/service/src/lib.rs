@@ -23,7 +23,7 @@ pub use extract::{
     env_number, FromEnv, FromRequest, IntoReply, Json, JsonOrQuery, LastEventId, Parts, Query, ServiceDb, ServiceRole,
     Settings, User, UserDb, WebSocketUpgrade,
 };
-pub use limit::rate_limit;
+pub use limit::{rate_limit, RateTicket};
 pub use route::{run, Access, Gate, Handler, Route, Verify};
 
 #[doc(hidden)]
@@ -33,8 +33,8 @@ pub use edgeworks_runtime as runtime;
 pub mod prelude {
     pub use crate::export_handler;
     pub use crate::{
-        Access, Caller, FromEnv, Json, JsonOrQuery, LastEventId, Query, Route, ServiceDb, ServiceRole, Settings, User,
-        UserDb, WebSocketUpgrade,
+        Access, Caller, FromEnv, Json, JsonOrQuery, LastEventId, Query, RateTicket, Route, ServiceDb, ServiceRole,
+        Settings, User, UserDb, WebSocketUpgrade,
     };
     pub use edgeworks_core::{ApiError, Method, Response};
     pub use edgeworks_runtime::{caps, Ctx, Reply};

@@ -18,7 +18,7 @@ use edgeworks_runtime::{Ctx, Options, Reply};
 
 use crate::caller::{authenticate, presented_token, Caller};
 use crate::extract::{FromRequest, IntoReply, Parts};
-use crate::limit::rate_limit;
+use crate::limit::{bucket_key, settle_after, take, RateTicket};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,9 @@ pub struct Route {
     /// `"<capacity>/<refill per second>"`, e.g. `"30/0.5"`;
     /// `RATE_LIMIT_<FUNCTION>` overrides it. `None`: not limited.
     pub rate_limit: Option<&'static str>,
+    /// The handler's one SQL call takes the rate-limit token (it declares a
+    /// [`RateTicket`](crate::RateTicket) argument); see [`Route::limit_in_sql`].
+    pub limit_in_sql: bool,
     /// Body limit in bytes; `MAX_BODY_BYTES` overrides it.
     pub max_body_bytes: usize,
     /// Host capabilities beyond the basics (`edgeworks_runtime::caps`):
@@ -72,6 +75,7 @@ impl Route {
             methods,
             access: Access::User,
             rate_limit: None,
+            limit_in_sql: false,
             max_body_bytes: 1024 * 1024,
             caps: edgeworks_runtime::caps::NONE,
         }
@@ -93,6 +97,18 @@ impl Route {
     /// The default rate limit, `"<capacity>/<refill per second>"`.
     pub const fn rate_limit(mut self, spec: &'static str) -> Route {
         self.rate_limit = Some(spec);
+        self
+    }
+
+    /// The handler takes the rate-limit token inside its own SQL call (one
+    /// round trip instead of two): it declares an `Option<RateTicket>`
+    /// argument and passes it to a SQL function that takes the token in the
+    /// same transaction as the work. A request that ends without the ticket
+    /// spent (a refused extractor, a failed or skipped call) has its token
+    /// taken the standalone way afterwards, and a 429 then wins over its own
+    /// answer, as when the token is taken first.
+    pub const fn limit_in_sql(mut self) -> Route {
+        self.limit_in_sql = true;
         self
     }
 
@@ -206,11 +222,29 @@ where
 {
     let caller = <Verify<AUTHENTICATE> as Gate>::caller(&ctx, &req, route.access).await?;
     let limit = route.limit(ctx.function(), ctx.env().lookup())?;
-    let decision = match limit {
-        Some(limit) => rate_limit(&ctx, &req, caller.as_ref(), ctx.function(), limit, 1).await?,
-        None => None,
+    let mut decision = None;
+    let mut ticket = None;
+    if let Some(limit) = limit {
+        if let Some(key) = bucket_key(&ctx, &req, caller.as_ref(), ctx.function())? {
+            if route.limit_in_sql {
+                ticket = Some(RateTicket::new(key, 1, limit));
+            } else {
+                decision = take(&ctx, &key, ctx.function(), limit, 1).await?;
+            }
+        }
+    }
+    let Some(ticket) = ticket else {
+        let mut reply = handler.call(Parts::new(req, ctx, caller)).await?;
+        if let Some(d) = decision {
+            d.apply(&mut reply.headers);
+        }
+        return Ok(reply);
     };
-    let mut reply = handler.call(Parts::new(req, ctx, caller)).await?;
+    let answered = handler
+        .call(Parts::new(req, ctx.clone(), caller).with_ticket(ticket.clone()))
+        .await;
+    let decision = settle_after(&ctx, &ticket, ctx.function()).await?;
+    let mut reply = answered?;
     if let Some(d) = decision {
         d.apply(&mut reply.headers);
     }
@@ -291,5 +325,183 @@ mod tests {
     fn an_optional_route_admits_a_caller_without_a_token() {
         let route = Route::new(&[Method::Post]).access(Access::Optional);
         assert!(call::<true>(route, "{}").is_ok_and(|r| r.status == 200));
+    }
+
+    // The rate-limit token taken inside the handler's SQL call (`limit_in_sql`),
+    // against a fake PostgREST that records every call.
+
+    use crate::extract::ServiceDb;
+    use crate::limit::RateTicket;
+    use edgeworks_testkit::{json_response, FakeServer};
+
+    async fn limited(Json(c): Json<Count>, ticket: Option<RateTicket>, db: ServiceDb) -> Result<Json<Value>, ApiError> {
+        let mut args = json!({ "n": c.n });
+        RateTicket::add_args(ticket.as_ref(), &mut args);
+        let mut answer = match db.rpc::<Value>("work", &args).await {
+            Ok(a) => a,
+            Err(e) => {
+                let e = match &ticket {
+                    Some(t) => t.settle_error(e)?,
+                    None => e,
+                };
+                return Err(ApiError::from(e));
+            }
+        };
+        if let Some(t) = &ticket {
+            t.settle(&mut answer)?;
+        }
+        Ok(Json(answer))
+    }
+
+    const LIMITED: Route = Route::new(&[Method::Post])
+        .access(Access::Public)
+        .rate_limit("5/1")
+        .limit_in_sql();
+
+    /// Calls `limited` with `body`; PostgREST answers `work` with `work` and
+    /// `rate_limit_take` with `take`. Returns the result and the paths called.
+    fn call_limited(
+        route: Route,
+        body: &str,
+        work: (u16, &'static str),
+        take: &'static str,
+    ) -> (Result<Reply, ApiError>, Vec<String>) {
+        let server = FakeServer::start(move |req, _| {
+            if req.url.ends_with("/rpc/rate_limit_take") {
+                json_response(200, take)
+            } else {
+                json_response(work.0, work.1)
+            }
+        });
+        let host = NativeHost::at(1_767_225_600_000);
+        let ctx = host.ctx(
+            &[
+                ("SUPABASE_URL", server.base_url.as_str()),
+                ("SUPABASE_SERVICE_ROLE_KEY", "service-key-for-tests-000000000"),
+            ],
+            "f",
+        );
+        let mut req = Request::new(Method::Post, "http://h/functions/v1/f");
+        req.headers.set("x-forwarded-for", "203.0.113.7");
+        req.body = body.as_bytes().to_vec();
+        let result = block_on(run::<false, _, _>(route, limited, req, ctx));
+        let paths = server
+            .requests()
+            .iter()
+            .map(|r| r.url.rsplit('/').next().unwrap_or("").to_string())
+            .collect();
+        (result, paths)
+    }
+
+    fn err(result: Result<Reply, ApiError>, what: &str) -> ApiError {
+        match result {
+            Ok(r) => panic!("{what}: answered {}", r.status),
+            Err(e) => e,
+        }
+    }
+
+    const ALLOWED: &str = r#"[{"allowed": true, "tokens": 3}]"#;
+    const REFUSED: &str = r#"[{"allowed": false, "tokens": 0.25}]"#;
+
+    #[test]
+    fn an_allowed_token_taken_by_the_handlers_sql_is_one_round_trip_with_the_headers() {
+        let work = (200, r#"{"n": 3, "rate_limit": {"allowed": true, "tokens": 4.5}}"#);
+        let (result, paths) = call_limited(LIMITED, r#"{"n": 3}"#, work, REFUSED);
+        let reply = result.expect("allowed");
+        assert_eq!(paths, vec!["work"], "no standalone rate_limit_take");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.headers.get("x-ratelimit-limit"), Some("5"));
+        assert_eq!(reply.headers.get("x-ratelimit-remaining"), Some("4"));
+        assert_eq!(reply.headers.get("x-ratelimit-reset"), Some("1"));
+        assert_eq!(reply.headers.get("retry-after"), None);
+    }
+
+    #[test]
+    fn the_ticket_carries_the_key_and_the_limit_to_the_sql() {
+        let server = FakeServer::start(|_, _| json_response(200, r#"{"rate_limit": {"allowed": true, "tokens": 1}}"#));
+        let host = NativeHost::at(0);
+        let ctx = host.ctx(
+            &[
+                ("SUPABASE_URL", server.base_url.as_str()),
+                ("SUPABASE_SERVICE_ROLE_KEY", "service-key-for-tests-000000000"),
+                ("RATE_LIMIT_F", "7/0.25"),
+            ],
+            "f",
+        );
+        let mut req = Request::new(Method::Post, "http://h/functions/v1/f");
+        req.headers.set("x-forwarded-for", "203.0.113.7");
+        req.body = br#"{"n": 1}"#.to_vec();
+        block_on(run::<false, _, _>(LIMITED, limited, req, ctx)).expect("allowed");
+        let sent: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+        assert_eq!(sent["p_rate_key"], "f:ip:203.0.113.7");
+        assert_eq!(
+            (sent["p_rate_cost"].clone(), sent["p_rate_capacity"].clone()),
+            (json!(1), json!(7))
+        );
+        assert_eq!(sent["p_rate_refill_per_sec"], 0.25);
+    }
+
+    #[test]
+    fn a_token_refused_by_the_handlers_sql_is_429_without_another_call() {
+        let work = (200, r#"{"rate_limit": {"allowed": false, "tokens": 0.25}}"#);
+        let (result, paths) = call_limited(LIMITED, r#"{"n": 3}"#, work, ALLOWED);
+        let e = err(result, "refused");
+        assert_eq!((e.status(), e.code()), (429, "rate_limited"));
+        assert_eq!(paths, vec!["work"]);
+        let answer = e.into_response("r");
+        assert_eq!(answer.headers.get("retry-after"), Some("1"));
+        assert_eq!(answer.headers.get("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(answer.headers.get("x-ratelimit-limit"), Some("5"));
+    }
+
+    #[test]
+    fn a_refusal_raised_after_the_work_is_429_without_another_call() {
+        let raised = r#"{"code": "ER429", "message": "rate_limited", "details": "0.5", "hint": null}"#;
+        let (result, paths) = call_limited(LIMITED, r#"{"n": 3}"#, (400, raised), ALLOWED);
+        assert_eq!(err(result, "refused").status(), 429);
+        assert_eq!(paths, vec!["work"]);
+    }
+
+    #[test]
+    fn a_request_refused_before_its_sql_still_takes_a_token_and_429_wins() {
+        let bad = r#"{"n": "not a number"}"#;
+        let (result, paths) = call_limited(LIMITED, bad, (200, "{}"), ALLOWED);
+        assert_eq!(err(result, "bad body").status(), 422);
+        assert_eq!(paths, vec!["rate_limit_take"], "the token is taken the standalone way");
+
+        let (result, paths) = call_limited(LIMITED, bad, (200, "{}"), REFUSED);
+        let e = err(result, "refused");
+        assert_eq!((e.status(), e.code()), (429, "rate_limited"), "429 wins over the 422");
+        assert_eq!(paths, vec!["rate_limit_take"]);
+    }
+
+    #[test]
+    fn a_failed_sql_call_rolled_its_token_back_so_the_pipeline_takes_one() {
+        let failed = r#"{"code": "EC403", "message": "session_forbidden", "details": null, "hint": null}"#;
+        let (result, paths) = call_limited(LIMITED, r#"{"n": 1}"#, (400, failed), ALLOWED);
+        assert_ne!(err(result, "failed").status(), 429);
+        assert_eq!(paths, vec!["work", "rate_limit_take"]);
+
+        let (result, _) = call_limited(LIMITED, r#"{"n": 1}"#, (400, failed), REFUSED);
+        assert_eq!(err(result, "refused").status(), 429, "429 wins over the SQL's error");
+    }
+
+    #[test]
+    fn an_answer_without_a_decision_has_its_token_taken_afterwards() {
+        let (result, paths) = call_limited(LIMITED, r#"{"n": 1}"#, (200, r#"{"n": 1}"#), ALLOWED);
+        let reply = result.expect("allowed");
+        assert_eq!(paths, vec!["work", "rate_limit_take"]);
+        assert_eq!(reply.headers.get("x-ratelimit-remaining"), Some("3"));
+    }
+
+    #[test]
+    fn without_limit_in_sql_the_token_is_taken_first_and_the_handler_gets_no_ticket() {
+        let route = Route::new(&[Method::Post]).access(Access::Public).rate_limit("5/1");
+        let (result, paths) = call_limited(route, r#"{"n": 1}"#, (200, r#"{"n": 1}"#), ALLOWED);
+        assert_eq!(paths, vec!["rate_limit_take", "work"]);
+        assert_eq!(result.expect("allowed").headers.get("x-ratelimit-remaining"), Some("3"));
+        let (result, paths) = call_limited(route, r#"{"n": 1}"#, (200, "{}"), REFUSED);
+        assert_eq!(err(result, "refused").status(), 429);
+        assert_eq!(paths, vec!["rate_limit_take"], "refused before the handler");
     }
 }
