@@ -19,7 +19,36 @@ pub fn is_secret_name(name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
+    /// Bit `b` set when some secret starts with byte `b`: the single pass
+    /// that finds nothing to redact looks further only at those bytes (and
+    /// at the few letters a credential pattern starts with).
+    starts: ByteSet,
 }
+
+/// A set of bytes, one bit each.
+#[derive(Debug, Clone, Copy, Default)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    const fn of(bytes: &[u8]) -> ByteSet {
+        let mut set = [0u64; 4];
+        let mut i = 0;
+        while i < bytes.len() {
+            set[(bytes[i] >> 6) as usize] |= 1 << (bytes[i] & 63);
+            i += 1;
+        }
+        ByteSet(set)
+    }
+    fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+    fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+}
+
+/// The bytes a credential pattern ([`redact_patterns`]) can start with.
+const PATTERN_STARTS: ByteSet = ByteSet::of(b"ebBaAxXkK");
 
 impl Redactor {
     /// Collects the values of secret-named variables (short values are
@@ -33,14 +62,46 @@ impl Redactor {
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Redactor { secrets }
+        let mut r = Redactor {
+            secrets,
+            starts: ByteSet::default(),
+        };
+        r.index();
+        r
     }
 
     pub fn add(&mut self, secret: &str) {
         if secret.len() >= 8 && !self.secrets.iter().any(|s| s == secret) {
             self.secrets.push(secret.to_string());
             self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            self.index();
         }
+    }
+
+    fn index(&mut self) {
+        let mut starts = ByteSet::default();
+        for s in &self.secrets {
+            if let Some(&b) = s.as_bytes().first() {
+                starts.insert(b);
+            }
+        }
+        self.starts = starts;
+    }
+
+    /// Whether `text` holds a secret or a credential-shaped run, in one pass
+    /// over its bytes: most bytes are passed over with one table look-up;
+    /// at a byte some secret or pattern starts with, those few are compared.
+    fn needs_redaction(&self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.starts.contains(b) && self.secrets.iter().any(|s| bytes[i..].starts_with(s.as_bytes())) {
+                return true;
+            }
+            if PATTERN_STARTS.contains(b) && credential_at(bytes, i).is_some() {
+                return true;
+            }
+        }
+        false
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -50,6 +111,10 @@ impl Redactor {
     /// `text` itself when it carries nothing to redact (the common case: one
     /// scan, no copy), else the redacted copy.
     pub fn redact_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if !self.needs_redaction(text) {
+            return Cow::Borrowed(text);
+        }
+        // Something is there: the exact passes (rare, so their cost is not the point).
         if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
             return redact_patterns_cow(text);
         }
@@ -120,40 +185,52 @@ struct Credential {
 fn next_credential(bytes: &[u8], from: usize) -> Option<Credential> {
     let mut i = from;
     while i < bytes.len() {
-        if !matches!(bytes[i], b'e' | b'b' | b'B' | b'a' | b'A' | b'x' | b'X' | b'k' | b'K') {
+        if !PATTERN_STARTS.contains(bytes[i]) {
             i += 1;
             continue;
         }
-        if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) {
-            // Scan a b64url run with at least one dot.
-            let mut j = i;
-            let mut dots = 0;
-            while j < bytes.len() && (is_b64url(bytes[j]) || bytes[j] == b'.') {
-                if bytes[j] == b'.' {
-                    dots += 1;
-                }
-                j += 1;
-            }
-            if dots >= 1 && j - i >= 16 {
-                return Some(Credential { keep_end: i, end: j });
-            }
-        }
-        if let Some(skip) = credential_prefix(&bytes[i..]) {
-            let mut j = i + skip;
-            while j < bytes.len() && !bytes[j].is_ascii_whitespace() && !b"\"',;&".contains(&bytes[j]) {
-                j += 1;
-            }
-            return Some(Credential {
-                keep_end: i + skip,
-                end: j,
-            });
+        if let Some(c) = credential_at(bytes, i) {
+            return Some(c);
         }
         i += 1;
     }
     None
 }
 
+/// The credential-shaped run starting exactly at `i`, if any.
+fn credential_at(bytes: &[u8], i: usize) -> Option<Credential> {
+    if bytes[i..].starts_with(b"eyJ") && (i == 0 || !is_b64url(bytes[i - 1])) {
+        // Scan a b64url run with at least one dot.
+        let mut j = i;
+        let mut dots = 0;
+        while j < bytes.len() && (is_b64url(bytes[j]) || bytes[j] == b'.') {
+            if bytes[j] == b'.' {
+                dots += 1;
+            }
+            j += 1;
+        }
+        if dots >= 1 && j - i >= 16 {
+            return Some(Credential { keep_end: i, end: j });
+        }
+    }
+    if let Some(skip) = credential_prefix(&bytes[i..]) {
+        let mut j = i + skip;
+        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && !b"\"',;&".contains(&bytes[j]) {
+            j += 1;
+        }
+        return Some(Credential {
+            keep_end: i + skip,
+            end: j,
+        });
+    }
+    None
+}
+
 fn credential_prefix(b: &[u8]) -> Option<usize> {
+    // Every prefix starts with one of these letters (either case).
+    if !matches!(b.first().map(u8::to_ascii_lowercase), Some(b'b' | b'a' | b'x' | b'k')) {
+        return None;
+    }
     const PREFIXES: [&[u8]; 6] = [
         b"bearer ",
         b"apikey=",
@@ -282,6 +359,49 @@ mod tests {
         }
         for c in &cases {
             assert_eq!(redact_patterns(c), patterns_one_char_at_a_time(c), "input {c:?}");
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_finds_whatever_the_exact_passes_redact() {
+        let red = Redactor::from_env([
+            ("GEMINI_API_KEY", "plain-secret-value"),
+            (
+                "SUPABASE_SERVICE_ROLE_KEY",
+                "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZSJ9.sig",
+            ),
+            ("S3_SECRET_ACCESS_KEY", "Zsecret0001"),
+        ]);
+        let pieces = [
+            "plain-secret-valu",
+            "plain-secret-value",
+            "Zsecret000",
+            "Zsecret0001",
+            "eyJhbGciOiJIUzI1NiJ9",
+            ".eyJyb2xlIjoic2VydmljZSJ9.sig",
+            "Bearer ",
+            "key=",
+            "{\"msg\":\"request\",",
+            "é",
+            " ",
+        ];
+        let mut level = vec![String::new()];
+        for _ in 0..3 {
+            level = level
+                .iter()
+                .flat_map(|c| pieces.iter().map(move |p| format!("{c}{p}")))
+                .collect();
+            for c in &level {
+                let exact = red
+                    .secrets
+                    .iter()
+                    .fold(c.clone(), |t, s| t.replace(s.as_str(), REDACTED));
+                let exact = redact_patterns(&exact);
+                assert_eq!(red.redact(c), exact, "input {c:?}");
+                if exact == *c && !red.needs_redaction(c) {
+                    assert!(matches!(red.redact_cow(c), Cow::Borrowed(_)));
+                }
+            }
         }
     }
 
