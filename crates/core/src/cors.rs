@@ -8,8 +8,9 @@ pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 pub const EXPOSED_HEADERS: &str =
     "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset";
 
-/// Allowed origins, from a comma-separated env value; empty or `*` means any.
-#[derive(Debug, Clone)]
+/// Allowed origins, from a comma-separated env value; empty or `*` means any
+/// (also the default).
+#[derive(Debug, Clone, Default)]
 pub struct CorsPolicy {
     origins: Option<Vec<String>>,
 }

@@ -120,7 +120,31 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response {
-        let mut r = Response::json(self.status, &self.envelope(request_id));
+        // The same document as `envelope`, serialised from borrowed fields
+        // (every refused request renders one; no map is built for it).
+        #[derive(serde::Serialize)]
+        struct Error<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<&'a Value>,
+        }
+        #[derive(serde::Serialize)]
+        struct Envelope<'a> {
+            success: bool,
+            error: Error<'a>,
+            request_id: &'a str,
+        }
+        let envelope = Envelope {
+            success: false,
+            error: Error {
+                code: &self.code,
+                message: &self.message,
+                details: self.details.as_ref(),
+            },
+            request_id,
+        };
+        let mut r = Response::json(self.status, &envelope);
         for (k, v) in self.headers {
             r.headers.append(&k, v);
         }
@@ -141,6 +165,18 @@ mod tests {
         assert_eq!(v["error"]["message"], "no such job");
         assert_eq!(v["error"]["details"]["job_id"], "x");
         assert_eq!(v["request_id"], "req-1");
+    }
+
+    #[test]
+    fn the_response_body_is_the_envelope() {
+        for e in [
+            ApiError::not_found("job_not_found", "no such \"job\"").with_details(json!({"job_id": "x"})),
+            ApiError::method_not_allowed(&["GET"]),
+        ] {
+            let v = e.envelope("req-1");
+            let body: Value = serde_json::from_slice(&e.into_response("req-1").body).unwrap();
+            assert_eq!(body, v);
+        }
     }
 
     #[test]

@@ -92,11 +92,35 @@ fn split_ms(ms: i64) -> Parts {
 /// `2024-05-06T07:08:09.010Z`. Always UTC, always three fraction digits.
 /// Values outside years 0000..=9999 are clamped to that range.
 pub fn format_rfc3339_ms(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_ms(&mut out, ms);
+    out
+}
+
+/// [`format_rfc3339_ms`] appended to `out` (a log line is built in one
+/// buffer; this is on every request's path, so digits are pushed directly).
+pub fn push_rfc3339_ms(out: &mut String, ms: i64) {
+    fn digits(out: &mut String, v: i64, width: u32) {
+        for i in (0..width).rev() {
+            let d = (v / 10i64.pow(i)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+    }
     let p = split_ms(ms.clamp(MIN_MS, MAX_MS));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
-    )
+    digits(out, p.year, 4);
+    out.push('-');
+    digits(out, i64::from(p.month), 2);
+    out.push('-');
+    digits(out, i64::from(p.day), 2);
+    out.push('T');
+    digits(out, i64::from(p.hour), 2);
+    out.push(':');
+    digits(out, i64::from(p.minute), 2);
+    out.push(':');
+    digits(out, i64::from(p.second), 2);
+    out.push('.');
+    digits(out, i64::from(p.millis), 3);
+    out.push('Z');
 }
 
 /// A tiny cursor over ASCII bytes for the fixed-width formats below.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use edgeworks_core::cors::CorsPolicy;
 use edgeworks_core::redact::Redactor;
 use edgeworks_core::ApiError;
 
@@ -20,6 +21,7 @@ struct Vars {
     vars: BTreeMap<String, String>,
     fingerprint: u64,
     redactor: Rc<Redactor>,
+    cors: CorsPolicy,
 }
 
 impl Env {
@@ -34,10 +36,12 @@ impl Env {
             }
         }
         let redactor = Rc::new(Redactor::from_env(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        let cors = CorsPolicy::from_env_value(vars.get("CORS_ALLOWED_ORIGINS").map(String::as_str));
         Env(Rc::new(Vars {
             vars,
             fingerprint: h,
             redactor,
+            cors,
         }))
     }
 
@@ -77,6 +81,11 @@ impl Env {
     /// The log redactor for this environment's secrets (built with the `Env`).
     pub fn redactor(&self) -> Rc<Redactor> {
         self.0.redactor.clone()
+    }
+
+    /// The CORS policy of `CORS_ALLOWED_ORIGINS` (parsed with the `Env`).
+    pub fn cors(&self) -> &CorsPolicy {
+        &self.0.cors
     }
 
     /// Every variable.

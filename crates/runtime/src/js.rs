@@ -40,6 +40,20 @@ extern "C" {
     fn run_code_js(run: &str) -> Result<js_sys::Promise, JsValue>;
 }
 
+const RANDOM_POOL_BYTES: usize = 4096;
+
+thread_local! {
+    /// Host randomness not yet handed out: the bytes, and how many are used.
+    static RANDOM_POOL: std::cell::RefCell<(Vec<u8>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+fn host_random(buf: &mut [u8]) {
+    if getrandom::getrandom(buf).is_err() {
+        // Without a CSPRNG nothing that needs one may proceed.
+        panic!("host randomness unavailable");
+    }
+}
+
 /// What a function's host links in beyond the basics (clock, randomness,
 /// logs, fetch, timers). `Ctx` holds a `dyn Host`, and a vtable links every
 /// method it names, whether called or not; so each function's route
@@ -71,10 +85,30 @@ impl<const CAPS: u8> Host for JsHost<CAPS> {
     }
 
     fn fill_random(&self, buf: &mut [u8]) {
-        if getrandom::getrandom(buf).is_err() {
-            // Without a CSPRNG nothing that needs one may proceed.
-            panic!("host randomness unavailable");
+        // `crypto.getRandomValues` costs a call across the boundary however
+        // few bytes it fills (a request id takes 16): small requests are served
+        // from a pool of host randomness filled 4 KiB at a time. Each byte is
+        // handed out once; the bytes are the host CSPRNG's, unchanged.
+        if buf.len() > RANDOM_POOL_BYTES / 4 {
+            return host_random(buf);
         }
+        RANDOM_POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let (bytes, used) = &mut *pool;
+            if bytes.is_empty() {
+                bytes.resize(RANDOM_POOL_BYTES, 0);
+                *used = RANDOM_POOL_BYTES;
+            }
+            if RANDOM_POOL_BYTES - *used < buf.len() {
+                host_random(bytes);
+                *used = 0;
+            }
+            let taken = &mut bytes[*used..*used + buf.len()];
+            buf.copy_from_slice(taken);
+            // Never handed out twice, even if a later fill failed half-way.
+            taken.fill(0);
+            *used += buf.len();
+        })
     }
 
     fn write_log(&self, level: Level, line: &str) {

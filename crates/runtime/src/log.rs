@@ -4,11 +4,47 @@
 
 use std::rc::Rc;
 
+use std::fmt::Write as _;
+
 use edgeworks_core::redact::Redactor;
-use edgeworks_core::time::format_rfc3339_ms;
+use edgeworks_core::time::{format_rfc3339_ms, push_rfc3339_ms};
 use serde_json::{json, Map, Value};
 
 use crate::host::{Host, Level};
+
+/// The keys every line carries.
+const RESERVED: [&str; 5] = ["ts", "level", "fn", "request_id", "msg"];
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
 
 /// The request's logger; writes through the host.
 #[derive(Clone)]
@@ -39,19 +75,67 @@ impl Logger {
     }
 
     /// The redacted JSON line for an event (public so tests can check it).
+    /// Written straight into one buffer: `ts`, `level`, `fn`, `request_id`,
+    /// `msg`, then the fields in their order.
     pub fn line(&self, level: Level, msg: &str, fields: Value) -> String {
+        let extra = match fields {
+            Value::Object(extra) => extra,
+            _ => Map::new(),
+        };
+        if extra.keys().any(|k| RESERVED.contains(&k.as_str())) {
+            return self.line_overriding(level, msg, extra);
+        }
+        let mut out = self.head(level, msg);
+        for (k, v) in &extra {
+            out.push(',');
+            push_json_str(&mut out, k);
+            out.push(':');
+            let _ = write!(out, "{v}");
+        }
+        out.push('}');
+        // Most lines carry no secret: then the line built is the line written.
+        self.redactor.redact_owned(out)
+    }
+
+    /// The line of the request itself, written once per request.
+    pub(crate) fn request(&self, method: &str, path: &str, status: u16, ms: u64) {
+        let mut out = self.head(Level::Info, "request");
+        out.push_str(",\"method\":");
+        push_json_str(&mut out, method);
+        out.push_str(",\"path\":");
+        push_json_str(&mut out, path);
+        let _ = write!(out, ",\"status\":{status},\"ms\":{ms}}}");
+        self.host.write_log(Level::Info, &self.redactor.redact_owned(out));
+    }
+
+    /// `{"ts":…,"level":…,"fn":…,"request_id":…,"msg":…` (no closing brace).
+    fn head(&self, level: Level, msg: &str) -> String {
+        let mut out = String::with_capacity(192);
+        out.push_str("{\"ts\":\"");
+        push_rfc3339_ms(&mut out, self.host.now_ms());
+        out.push_str("\",\"level\":\"");
+        out.push_str(level.as_str());
+        out.push_str("\",\"fn\":");
+        push_json_str(&mut out, &self.function);
+        out.push_str(",\"request_id\":");
+        push_json_str(&mut out, &self.request_id);
+        out.push_str(",\"msg\":");
+        push_json_str(&mut out, msg);
+        out
+    }
+
+    /// A field named like one of the line's own keys replaces it (as it
+    /// always has); rare, so built through a map.
+    fn line_overriding(&self, level: Level, msg: &str, extra: Map<String, Value>) -> String {
         let mut obj = Map::new();
         obj.insert("ts".into(), json!(format_rfc3339_ms(self.host.now_ms())));
         obj.insert("level".into(), json!(level.as_str()));
         obj.insert("fn".into(), json!(&*self.function));
         obj.insert("request_id".into(), json!(&*self.request_id));
         obj.insert("msg".into(), json!(msg));
-        if let Value::Object(extra) = fields {
-            for (k, v) in extra {
-                obj.insert(k, v);
-            }
+        for (k, v) in extra {
+            obj.insert(k, v);
         }
-        // Most lines carry no secret: then the line built is the line written.
         self.redactor.redact_owned(Value::Object(obj).to_string())
     }
 
@@ -76,5 +160,97 @@ impl Logger {
     /// A failure on our side.
     pub fn error(&self, msg: &str, fields: Value) {
         self.write(Level::Error, msg, fields);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::cell::RefCell;
+
+    use edgeworks_core::http_client::TransportError;
+    use edgeworks_core::{Request, Response};
+
+    use crate::host::LocalFuture;
+
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl Host for Recorder {
+        fn now_ms(&self) -> i64 {
+            1_700_000_000_123
+        }
+        fn fill_random(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+        fn write_log(&self, _: Level, line: &str) {
+            self.0.borrow_mut().push(line.to_string());
+        }
+        fn send(&self, _: Request, _: u32) -> LocalFuture<'static, Result<Response, TransportError>> {
+            Box::pin(async { Err(TransportError::Network("none".into())) })
+        }
+        fn sleep(&self, _: u32) -> LocalFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn logger(host: Rc<Recorder>) -> Logger {
+        let redactor = Redactor::from_env([("API_KEY", "secret-value-123")]);
+        Logger::new(host, "fn\"x", "req-1", redactor, false)
+    }
+
+    #[test]
+    fn a_line_carries_the_fixed_keys_then_the_fields() {
+        let host = Rc::new(Recorder::default());
+        let line = logger(host.clone()).line(Level::Warn, "m\ns", json!({"a": 1, "b": {"c": [true, null]}}));
+        assert!(
+            line.starts_with(r#"{"ts":"2023-11-14T22:13:20.123Z","level":"warn""#),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            json!({"ts": "2023-11-14T22:13:20.123Z", "level": "warn", "fn": "fn\"x", "request_id": "req-1",
+                   "msg": "m\ns", "a": 1, "b": {"c": [true, null]}})
+        );
+    }
+
+    #[test]
+    fn a_field_named_like_a_fixed_key_replaces_it() {
+        let host = Rc::new(Recorder::default());
+        let line = logger(host).line(Level::Info, "m", json!({"msg": "other", "x": 1}));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["msg"], "other");
+        assert_eq!(line.matches("\"msg\"").count(), 1);
+    }
+
+    #[test]
+    fn the_request_line_is_json_and_redacted() {
+        let host = Rc::new(Recorder::default());
+        logger(host.clone()).request("GET", "/f?key=secret-value-123&q=\"", 200, 3);
+        let lines = host.0.borrow();
+        assert!(!lines[0].contains("secret-value-123"), "{}", lines[0]);
+        let v: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["ms"], 3);
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["msg"], "request");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "plain",
+            "q\"uote\\back",
+            "line\nbreak\r\ttab",
+            "\u{0}\u{1}\u{8}\u{c}\u{1f}\u{7f}",
+            "é ✓ 😀",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
     }
 }

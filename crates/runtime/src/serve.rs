@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use edgeworks_core::cors::CorsPolicy;
 use edgeworks_core::ids::uuid_v4;
 use edgeworks_core::request_id::accept_client_id;
 use edgeworks_core::{ApiError, Method, Request};
@@ -52,7 +51,6 @@ where
     let host: Rc<dyn Host> = Rc::new(JsHost::<CAPS>);
     let env = env_from_js(&js_env);
     let function = env.get("EDGEWORKS_FUNCTION").unwrap_or("function").to_string();
-    let cors = CorsPolicy::from_env_value(env.get("CORS_ALLOWED_ORIGINS"));
     let parsed = request_from_js(&js_request);
 
     let request_id = parsed
@@ -66,6 +64,7 @@ where
         })
         .unwrap_or_else(|| uuid_v4(&mut HostRng(host.clone())));
     let ctx = Ctx::new(host, env.clone(), &request_id, &function);
+    let cors = env.cors();
     let log = ctx.log().clone();
     let origin = parsed
         .as_ref()
@@ -107,14 +106,6 @@ where
         cors.apply(origin.as_deref(), &mut reply.headers);
     }
     reply.headers.set("x-request-id", request_id.clone());
-    log.info(
-        "request",
-        json!({
-            "method": method,
-            "path": path,
-            "status": reply.status,
-            "ms": ctx.elapsed_ms(),
-        }),
-    );
+    log.request(&method, &path, reply.status, ctx.elapsed_ms());
     reply_to_js(reply)
 }
