@@ -2515,6 +2515,25 @@ export type Database = {
         };
         Returns: Json;
       };
+      "chat_submit_limited": {
+        Args: {
+          "p_backoff_base_ms"?: number;
+          "p_field_id"?: string;
+          "p_idempotency_key"?: string;
+          "p_max_attempts"?: number;
+          "p_max_questions"?: number;
+          "p_message": string;
+          "p_priority"?: number;
+          "p_rate_capacity": number;
+          "p_rate_cost": number;
+          "p_rate_key": string;
+          "p_rate_refill_per_sec": number;
+          "p_session_id": string;
+          "p_session_max_age_seconds"?: number;
+          "p_user": string;
+        };
+        Returns: Json;
+      };
       "claim_job": {
         Args: {
           "p_job": string;
@@ -2786,6 +2805,15 @@ export type Database = {
           isOneToOne: true;
           isSetofReturn: false;
         };
+      };
+      "health_check": {
+        Args: {
+          "p_rate_capacity"?: number;
+          "p_rate_cost"?: number;
+          "p_rate_key"?: string;
+          "p_rate_refill_per_sec"?: number;
+        };
+        Returns: Json;
       };
       "health_ping": { Args: Record<PropertyKey, never>; Returns: Json };
       "heartbeat_worker": {

@@ -233,17 +233,13 @@ where
             }
         }
     }
-    let Some(ticket) = ticket else {
-        let mut reply = handler.call(Parts::new(req, ctx, caller)).await?;
-        if let Some(d) = decision {
-            d.apply(&mut reply.headers);
-        }
-        return Ok(reply);
-    };
-    let answered = handler
-        .call(Parts::new(req, ctx.clone(), caller).with_ticket(ticket.clone()))
-        .await;
-    let decision = settle_after(&ctx, &ticket, ctx.function()).await?;
+    let mut parts = Parts::new(req, ctx.clone(), caller);
+    parts.ticket = ticket.clone();
+    // One call site: the handler's code is instantiated once per function.
+    let answered = handler.call(parts).await;
+    if let Some(ticket) = &ticket {
+        decision = settle_after(&ctx, ticket, ctx.function()).await?;
+    }
     let mut reply = answered?;
     if let Some(d) = decision {
         d.apply(&mut reply.headers);

@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use edgeworks_core::{Method, Response};
 use edgeworks_runtime::{Ctx, Env};
-use edgeworks_service::{FromEnv, FromRequest, Parts, Route, ServiceDb, Settings as Loaded, User};
+use edgeworks_service::{FromEnv, FromRequest, Parts, RateTicket, Route, ServiceDb, Settings as Loaded, User};
 
 use crate::settings::Settings;
 
-/// POST, signed-in users, 30 burst / one every 2 s.
-pub const ROUTE: Route = Route::new(&[Method::Post]).rate_limit("30/0.5");
+/// POST, signed-in users, 30 burst / one every 2 s; the token is taken by
+/// `chat_submit_limited`, in the same SQL call as the submit.
+pub const ROUTE: Route = Route::new(&[Method::Post]).rate_limit("30/0.5").limit_in_sql();
 
 /// The built-in denylist plus `CONTENT_DENYLIST=category:term|term;...`.
 pub struct ContentPolicy(pub Denylist);
@@ -87,10 +88,11 @@ pub async fn handle(
     settings: Loaded<Settings>,
     key: IdempotencyKey,
     Question(body): Question,
+    ticket: Option<RateTicket>,
     db: ServiceDb,
     ctx: Ctx,
 ) -> Result<Response, ApiError> {
-    let done = submit(&db, &user.id, &body, &settings, key.0.as_deref()).await?;
+    let done = submit_limited(&db, ticket.as_ref(), &user.id, &body, &settings, key.0.as_deref()).await?;
     let estimate = crate::estimate_duration_ms(
         done.queue_position,
         done.avg_processing_ms,
@@ -283,7 +285,38 @@ pub async fn submit<C: HttpClient>(
     settings: &Settings,
     idempotency_key: Option<&str>,
 ) -> Result<Submitted, ApiError> {
-    let args: Value = json!({
+    db.rpc("chat_submit", &submit_args(user_id, req, settings, idempotency_key))
+        .await
+        .map_err(map_chat_error)
+}
+
+/// [`submit`] with the caller's rate-limit token taken in the same SQL call
+/// (`chat_submit_limited`): refused, nothing is created and the answer is
+/// the 429.
+pub async fn submit_limited<C: HttpClient>(
+    db: &Db<C>,
+    ticket: Option<&RateTicket>,
+    user_id: &str,
+    req: &SubmitRequest,
+    settings: &Settings,
+    idempotency_key: Option<&str>,
+) -> Result<Submitted, ApiError> {
+    let mut args = submit_args(user_id, req, settings, idempotency_key);
+    RateTicket::add_args(ticket, &mut args);
+    let answer = db.rpc::<Value>("chat_submit_limited", &args).await;
+    let mut answer = match (answer, ticket) {
+        (Ok(a), _) => a,
+        (Err(e), Some(t)) => return Err(map_chat_error(t.settle_error(e)?)),
+        (Err(e), None) => return Err(map_chat_error(e)),
+    };
+    if let Some(t) = ticket {
+        t.settle(&mut answer)?;
+    }
+    serde_json::from_value(answer).map_err(|e| ApiError::from(DbError::Decode(e.to_string())))
+}
+
+fn submit_args(user_id: &str, req: &SubmitRequest, settings: &Settings, idempotency_key: Option<&str>) -> Value {
+    json!({
         "p_user": user_id,
         "p_session_id": req.session_id,
         "p_message": req.message,
@@ -294,8 +327,7 @@ pub async fn submit<C: HttpClient>(
         "p_max_attempts": settings.max_attempts,
         "p_backoff_base_ms": settings.retry_base_ms,
         "p_idempotency_key": idempotency_key,
-    });
-    db.rpc("chat_submit", &args).await.map_err(map_chat_error)
+    })
 }
 
 #[cfg(test)]
