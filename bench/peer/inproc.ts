@@ -5,8 +5,8 @@
 //   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR]
 //
 // Paths: `fixed` (PUT -> 405: what every request pays before any work) and `health`
-// (GET: rate limit + rpc/health_ping). The environment is a realistic one (the stack's
-// variables plus padding to ~50), the same for both. Figures: process CPU (utime + stime,
+// (GET: rate limit + rpc/health_ping; the Rust one makes them one rpc/health_check). The
+// environment is a realistic one (the stack's variables plus padding to ~50), the same for both. Figures: process CPU (utime + stime,
 // every thread) per request, median of the rounds, the sides alternating.
 
 import * as glue from "../../supabase/functions/health/pkg/health.js";
@@ -50,6 +50,14 @@ globalThis.fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Respo
   if (url.includes("/rpc/rate_limit_take")) return json([{ allowed: true, tokens: 999_999 }]);
   if (url.includes("/rpc/health_ping")) {
     return json({ server_time: "2026-12-01T00:00:00.000Z", server_version: "15.18" });
+  }
+  // The Rust health takes its token in the same call (rate limit + ping).
+  if (url.includes("/rpc/health_check")) {
+    return json({
+      server_time: "2026-12-01T00:00:00.000Z",
+      server_version: "15.18",
+      rate_limit: { allowed: true, tokens: 999_999 },
+    });
   }
   return realFetch(input, init);
 };

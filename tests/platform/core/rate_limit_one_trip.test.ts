@@ -120,15 +120,17 @@ Deno.test("chat-submit with a bad body still costs a token: after the burst a va
 
 Deno.test("health_check and chat_submit_limited are for the service role only", async () => {
   const user = await createUser();
-  for (const [fn, body] of [["health_check", { p_rate_key: "health:ip:203.0.113.1" }], ["chat_submit_limited", {
-    p_rate_key: `chat-submit:user:${user.id}`,
-    p_rate_cost: 1,
-    p_rate_capacity: 30,
-    p_rate_refill_per_sec: 0.5,
-    p_user: user.id,
-    p_session_id: "nope",
-    p_message: "hi",
-  }]] as const) {
+  for (
+    const [fn, body] of [["health_check", { p_rate_key: "health:ip:203.0.113.1" }], ["chat_submit_limited", {
+      p_rate_key: `chat-submit:user:${user.id}`,
+      p_rate_cost: 1,
+      p_rate_capacity: 30,
+      p_rate_refill_per_sec: 0.5,
+      p_user: user.id,
+      p_session_id: "nope",
+      p_message: "hi",
+    }]] as const
+  ) {
     for (const token of [stack.anonKey, user.token]) {
       const r = await fetch(`${stack.url}/rest/v1/rpc/${fn}`, {
         method: "POST",
@@ -139,4 +141,32 @@ Deno.test("health_check and chat_submit_limited are for the service role only", 
       assert(r.status === 401 || r.status === 403 || r.status === 404, `${fn}: ${r.status} ${text}`);
     }
   }
+});
+
+Deno.test("chat_submit_limited: refused, it creates nothing; a submit that raises takes no token", async () => {
+  await withDb(async (sql) => {
+    const user = await createUser(sql);
+    const key = `chat-submit:user:${user.id}`;
+    const call = (session: string, field: string | null = null) =>
+      sql`select public.chat_submit_limited(${key}, 1, 30, 0.5::double precision, ${user.id}::uuid, ${session},
+            'a question', ${field}) as r`;
+    // A failing submit (no such field) raises and takes no token (the function then
+    // takes it with rate_limit_take): no bucket row written.
+    const missing = await call("limited-1", "no-such-field").then(() => null, (e) => e);
+    assertEquals(missing?.code, "EC404");
+    assertEquals((await sql`select count(*)::int as n from public.rate_limit_buckets where key = ${key}`)[0].n, 0);
+    // Allowed: the work's answer and the decision.
+    const [{ r: ok }] = await call("limited-1");
+    assertEquals(ok.rate_limit.allowed, true);
+    assert(ok.rate_limit.tokens >= 29 && ok.rate_limit.tokens < 29.5, JSON.stringify(ok));
+    assertEquals(ok.session_id, "limited-1");
+    // An empty bucket: the refusal only, and no session, message or job.
+    await sql`update public.rate_limit_buckets set tokens = 0,
+                updated_ms = (extract(epoch from clock_timestamp()) * 1000)::bigint where key = ${key}`;
+    const [{ r: refused }] = await call("limited-2");
+    assertEquals(Object.keys(refused), ["rate_limit"]);
+    assertEquals(refused.rate_limit.allowed, false);
+    const [{ n }] = await sql`select count(*)::int as n from public.chat_sessions where id = 'limited-2'`;
+    assertEquals(n, 0, "a refused submit creates nothing");
+  });
 });
