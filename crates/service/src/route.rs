@@ -2,7 +2,10 @@
 //! The pipeline then runs, in this order: authenticate (unless public),
 //! refuse callers the route does not admit, take a rate-limit token, resolve
 //! the handler's other extractors (body validation among them), call the
-//! handler, and put the rate-limit headers on its reply.
+//! handler, and put the rate-limit headers on its reply. A route declared
+//! [`Route::limit_in_sql`] instead hands the token to its handler's one SQL
+//! call (one round trip, not two) and the pipeline takes it afterwards only
+//! when that call did not (see `limit.rs`): a 429 still wins.
 //!
 //! Authentication comes before validation on purpose: an anonymous caller
 //! of a non-public route gets 401 and learns nothing about the body schema;
