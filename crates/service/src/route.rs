@@ -62,7 +62,7 @@ pub struct Route {
     /// `RATE_LIMIT_<FUNCTION>` overrides it. `None`: not limited.
     pub rate_limit: Option<&'static str>,
     /// The handler's one SQL call takes the rate-limit token (it declares a
-    /// [`RateTicket`](crate::RateTicket) argument); see [`Route::limit_in_sql`].
+    /// [`RateTicket`] argument); see [`Route::limit_in_sql`].
     pub limit_in_sql: bool,
     /// Body limit in bytes; `MAX_BODY_BYTES` overrides it.
     pub max_body_bytes: usize,
