@@ -13,6 +13,9 @@ DENO_NPM_VERSION=2.9.6
 # The Deno of Supabase's hosted edge runtime (2.1.x); functions run on it locally.
 DENO_EDGE_NPM_VERSION=2.1.4
 SUPABASE_CLI_VERSION=3.1.0
+# binaryen's wasm-opt, from npm (the package ships it compiled to JS+wasm, run
+# by node: no download at install time, same binary on every platform).
+BINARYEN_NPM_VERSION=132.0.0
 PG_MAJOR=15
 
 ew_log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
@@ -51,6 +54,26 @@ ew_ensure_wasm_bindgen() {
   ew_cargo_install wasm-bindgen-cli "$v"
   local got; got="$("$EW_TOOLS/bin/wasm-bindgen" --version | awk '{print $2}')"
   [ "$got" = "$v" ] || ew_die "wasm-bindgen CLI $got does not match Cargo.lock $v"
+}
+
+# wasm-opt, post-optimising every function's wasm in scripts/build. Its own
+# prefix with an exact package.json and package-lock.json; offline once installed.
+# Exports EW_WASM_OPT, the wrapper's path.
+ew_ensure_wasm_opt() {
+  local prefix="$EW_TOOLS/binaryen"
+  local stamp="$EW_TOOLS/.installed-binaryen-$BINARYEN_NPM_VERSION"
+  export EW_WASM_OPT="$prefix/node_modules/.bin/wasm-opt"
+  if [ ! -f "$stamp" ] || [ ! -x "$EW_WASM_OPT" ]; then
+    command -v npm >/dev/null 2>&1 || ew_die "npm is needed to install binaryen (wasm-opt)"
+    ew_log "installing binaryen $BINARYEN_NPM_VERSION, for wasm-opt (npm package)"
+    mkdir -p "$prefix"
+    (cd "$prefix" && [ -f package.json ] || echo '{"private":true}' > package.json)
+    (cd "$prefix" && npm install --no-audit --no-fund --loglevel=error --save-exact \
+      "binaryen@$BINARYEN_NPM_VERSION" >/dev/null) || ew_die "npm install binaryen@$BINARYEN_NPM_VERSION failed"
+    local got; got="$("$EW_WASM_OPT" --version | awk '{print $3}')"
+    [ "$got" = "${BINARYEN_NPM_VERSION%%.*}" ] || ew_die "wasm-opt version $got installed, binaryen $BINARYEN_NPM_VERSION pinned"
+    touch "$stamp"
+  fi
 }
 
 ew_ensure_deno() {
