@@ -16,39 +16,58 @@ pub fn is_secret_name(name: &str) -> bool {
         .any(|s| n.contains(s))
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Redactor {
     secrets: Vec<String>,
-    /// Bit `b` set when some secret starts with byte `b`: the single pass
-    /// that finds nothing to redact looks further only at those bytes (and
-    /// at the few letters a credential pattern starts with).
-    starts: ByteSet,
+    /// The pairs of bytes a secret or a credential pattern starts with: the
+    /// single pass that finds nothing to redact (almost every line) looks up
+    /// each position's two bytes here and compares further only on a hit.
+    starts: PairSet,
 }
 
-/// A set of bytes, one bit each.
-#[derive(Debug, Clone, Copy, Default)]
-struct ByteSet([u64; 4]);
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor::from_env([])
+    }
+}
 
-impl ByteSet {
-    const fn of(bytes: &[u8]) -> ByteSet {
-        let mut set = [0u64; 4];
-        let mut i = 0;
-        while i < bytes.len() {
-            set[(bytes[i] >> 6) as usize] |= 1 << (bytes[i] & 63);
-            i += 1;
+/// A set of byte pairs, one bit each (8 KiB).
+#[derive(Clone)]
+struct PairSet(Box<[u64; 1024]>);
+
+impl std::fmt::Debug for PairSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairSet")
+    }
+}
+
+impl PairSet {
+    fn empty() -> PairSet {
+        PairSet(Box::new([0; 1024]))
+    }
+    fn index(a: u8, b: u8) -> usize {
+        usize::from(a) << 8 | usize::from(b)
+    }
+    fn insert(&mut self, a: u8, b: u8) {
+        let i = PairSet::index(a, b);
+        self.0[i >> 6] |= 1 << (i & 63);
+    }
+    fn contains(&self, a: u8, b: u8) -> bool {
+        let i = PairSet::index(a, b);
+        self.0[i >> 6] & (1 << (i & 63)) != 0
+    }
+    /// `a` then `b`, either case (a credential prefix matches case-insensitively).
+    fn insert_any_case(&mut self, a: u8, b: u8) {
+        for a in [a.to_ascii_lowercase(), a.to_ascii_uppercase()] {
+            for b in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                self.insert(a, b);
+            }
         }
-        ByteSet(set)
-    }
-    fn insert(&mut self, b: u8) {
-        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
-    }
-    fn contains(&self, b: u8) -> bool {
-        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
     }
 }
 
 /// The bytes a credential pattern ([`redact_patterns`]) can start with.
-const PATTERN_STARTS: ByteSet = ByteSet::of(b"ebBaAxXkK");
+const PATTERN_STARTS: [u8; 9] = *b"ebBaAxXkK";
 
 impl Redactor {
     /// Collects the values of secret-named variables (short values are
@@ -64,7 +83,7 @@ impl Redactor {
         secrets.dedup();
         let mut r = Redactor {
             secrets,
-            starts: ByteSet::default(),
+            starts: PairSet::empty(),
         };
         r.index();
         r
@@ -79,25 +98,31 @@ impl Redactor {
     }
 
     fn index(&mut self) {
-        let mut starts = ByteSet::default();
+        let mut starts = PairSet::empty();
+        // Every secret is at least 8 bytes, every pattern at least 3.
         for s in &self.secrets {
-            if let Some(&b) = s.as_bytes().first() {
-                starts.insert(b);
-            }
+            starts.insert(s.as_bytes()[0], s.as_bytes()[1]);
+        }
+        starts.insert(b'e', b'y');
+        for p in CREDENTIAL_PREFIXES {
+            starts.insert_any_case(p[0], p[1]);
         }
         self.starts = starts;
     }
 
     /// Whether `text` holds a secret or a credential-shaped run, in one pass
-    /// over its bytes: most bytes are passed over with one table look-up;
-    /// at a byte some secret or pattern starts with, those few are compared.
+    /// over its bytes: each position costs one look-up of its two bytes; only
+    /// where some secret or pattern starts with them are those compared.
     fn needs_redaction(&self, text: &str) -> bool {
         let bytes = text.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.starts.contains(b) && self.secrets.iter().any(|s| bytes[i..].starts_with(s.as_bytes())) {
+        for i in 0..bytes.len().saturating_sub(1) {
+            if !self.starts.contains(bytes[i], bytes[i + 1]) {
+                continue;
+            }
+            if self.secrets.iter().any(|s| bytes[i..].starts_with(s.as_bytes())) {
                 return true;
             }
-            if PATTERN_STARTS.contains(b) && credential_at(bytes, i).is_some() {
+            if credential_at(bytes, i).is_some() {
                 return true;
             }
         }
@@ -185,7 +210,7 @@ struct Credential {
 fn next_credential(bytes: &[u8], from: usize) -> Option<Credential> {
     let mut i = from;
     while i < bytes.len() {
-        if !PATTERN_STARTS.contains(bytes[i]) {
+        if !PATTERN_STARTS.contains(&bytes[i]) {
             i += 1;
             continue;
         }
@@ -226,20 +251,22 @@ fn credential_at(bytes: &[u8], i: usize) -> Option<Credential> {
     None
 }
 
+/// What a credential follows (matched in either case).
+const CREDENTIAL_PREFIXES: [&[u8]; 6] = [
+    b"bearer ",
+    b"apikey=",
+    b"api_key=",
+    b"x-goog-api-key: ",
+    b"x-api-key: ",
+    b"key=",
+];
+
 fn credential_prefix(b: &[u8]) -> Option<usize> {
     // Every prefix starts with one of these letters (either case).
     if !matches!(b.first().map(u8::to_ascii_lowercase), Some(b'b' | b'a' | b'x' | b'k')) {
         return None;
     }
-    const PREFIXES: [&[u8]; 6] = [
-        b"bearer ",
-        b"apikey=",
-        b"api_key=",
-        b"x-goog-api-key: ",
-        b"x-api-key: ",
-        b"key=",
-    ];
-    for p in PREFIXES {
+    for p in CREDENTIAL_PREFIXES {
         if b.len() >= p.len() && b[..p.len()].eq_ignore_ascii_case(p) {
             return Some(p.len());
         }
