@@ -54,25 +54,26 @@ impl Headers {
         Headers(Vec::new())
     }
 
+    // Stored names are lower-case, so a look-up compares without copying.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Replaces any existing value.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let name = name.to_ascii_lowercase();
-        self.0.retain(|(k, _)| *k != name);
-        self.0.push((name, value.into()));
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.0.push((lower(name), value.into()));
     }
 
     pub fn append(&mut self, name: &str, value: impl Into<String>) {
-        self.0.push((name.to_ascii_lowercase(), value.into()));
+        self.0.push((lower(name), value.into()));
     }
 
     pub fn remove(&mut self, name: &str) {
-        let name = name.to_ascii_lowercase();
-        self.0.retain(|(k, _)| *k != name);
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -85,6 +86,15 @@ impl Headers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// `name` lower-cased, copied once (most names arrive lower-case already).
+fn lower(name: &str) -> String {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_owned()
     }
 }
 
