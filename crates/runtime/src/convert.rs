@@ -14,12 +14,12 @@ use crate::reply::{Body, Reply};
 
 /// The property names crossing the boundary on every request, made JS strings
 /// once per instance instead of once per use.
-struct Keys {
-    method: JsValue,
-    url: JsValue,
-    headers: JsValue,
-    body: JsValue,
-    status: JsValue,
+pub(crate) struct Keys {
+    pub(crate) method: JsValue,
+    pub(crate) url: JsValue,
+    pub(crate) headers: JsValue,
+    pub(crate) body: JsValue,
+    pub(crate) status: JsValue,
     #[cfg(feature = "streams")]
     stream: JsValue,
     #[cfg(feature = "streams")]
@@ -40,7 +40,7 @@ thread_local! {
     };
 }
 
-fn field(obj: &JsValue, key: impl Fn(&Keys) -> &JsValue) -> JsValue {
+pub(crate) fn field(obj: &JsValue, key: impl Fn(&Keys) -> &JsValue) -> JsValue {
     KEYS.with(|k| Reflect::get(obj, key(k)).unwrap_or(JsValue::UNDEFINED))
 }
 
@@ -54,7 +54,7 @@ fn set(obj: &Object, key: impl Fn(&Keys) -> &JsValue, value: &JsValue) {
 /// string conversion instead of two per header and an array per pair. Sound
 /// because a header name or value can hold no line break (HTTP forbids it;
 /// Deno's Headers refuses it), so `\n` cannot occur inside one.
-fn headers_from_flat(flat: &str) -> Headers {
+pub(crate) fn headers_from_flat(flat: &str) -> Headers {
     let mut headers = Headers::new();
     let mut parts = flat.split('\n');
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
@@ -68,10 +68,11 @@ fn headers_from_flat(flat: &str) -> Headers {
 /// The flat form of `headers`, or `None` when a name or value holds a
 /// character that would break it (such a header is invalid anyway: the shim
 /// is then handed pairs and Deno refuses them as before).
-fn headers_to_flat(headers: &Headers) -> Option<String> {
-    let mut flat = String::new();
+pub(crate) fn headers_to_flat(headers: &Headers) -> Option<String> {
+    let mut flat = String::with_capacity(headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
     for (k, v) in headers.iter() {
-        if k.contains(['\n', '\r', '\0']) || v.contains(['\n', '\r', '\0']) {
+        let breaks = |s: &str| s.bytes().any(|b| b <= b'\r' && matches!(b, b'\n' | b'\r' | 0));
+        if breaks(k) || breaks(v) {
             return None;
         }
         flat.push_str(k);

@@ -2,12 +2,19 @@
 //! that covers the whole exchange (headers and body). Dropping an exchange
 //! before it finished (the client of a stream went away) aborts it, so the
 //! upstream sees the disconnect instead of a request nobody reads.
+//!
+//! A buffered exchange is one call into the adapter's `__edgeworksFetch`
+//! (supabase/functions/_shared/serve.ts): headers cross as one flat string
+//! each way, the deadline's timer lives and is cleared in JavaScript, and the
+//! body comes back with the status in one promise. Where no adapter installed
+//! it (the wasm run some other way), the same exchange is driven from here.
 
 use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{Request, Response};
 use js_sys::{Function, Promise, Uint8Array};
 
+use crate::convert::{field, headers_from_flat, headers_to_flat};
 use crate::host::StreamedResponse;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -23,6 +30,12 @@ extern "C" {
     fn set_timeout(cb: &Function, ms: i32) -> JsValue;
     #[wasm_bindgen(js_name = clearTimeout)]
     fn clear_timeout(id: &JsValue);
+    /// `__edgeworksFetch(method, url, flatHeaders, body, timeoutMs)`: a promise
+    /// of `{status, headers, body}` (headers flat, `name\nvalue\n`), rejected
+    /// with `{timeout, message}`; the promise's `abort()` stops the exchange.
+    /// The body is a view of wasm memory, which the helper copies at once.
+    #[wasm_bindgen(catch, js_name = __edgeworksFetch)]
+    fn adapter_fetch(method: &str, url: &str, headers: &str, body: &[u8], timeout_ms: u32) -> Result<Promise, JsValue>;
 }
 
 /// Resolves after `ms` milliseconds (for backoff, polling, keep-alives).
@@ -252,8 +265,68 @@ impl Drop for Deadline {
     }
 }
 
+/// An exchange through the adapter's helper; dropped before it settled (the
+/// request future was dropped), it aborts the fetch.
+struct AdapterExchange {
+    promise: Promise,
+    settled: bool,
+}
+
+impl Drop for AdapterExchange {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(abort) = js_sys::Reflect::get(&self.promise, &"abort".into()).and_then(|f| f.dyn_into::<Function>()) {
+            let _ = abort.call0(&self.promise);
+        }
+    }
+}
+
+/// The exchange through `__edgeworksFetch`, or `None` when no adapter
+/// installed it (or a header cannot be flattened: then the fetch below
+/// refuses it as it always has).
+async fn send_through_adapter(req: &Request, timeout_ms: u32) -> Option<Result<Response, TransportError>> {
+    let flat = headers_to_flat(&req.headers)?;
+    let promise = adapter_fetch(req.method.as_str(), &req.url, &flat, &req.body, timeout_ms).ok()?;
+    let mut exchange = AdapterExchange {
+        promise: promise.clone(),
+        settled: false,
+    };
+    let outcome = JsFuture::from(promise).await;
+    exchange.settled = true;
+    Some(match outcome {
+        Ok(reply) => {
+            let status = field(&reply, |k| &k.status).as_f64().unwrap_or(0.0) as u16;
+            let headers = headers_from_flat(&field(&reply, |k| &k.headers).as_string().unwrap_or_default());
+            let body = field(&reply, |k| &k.body);
+            let body = if body.is_object() {
+                Uint8Array::new(&body).to_vec()
+            } else {
+                Vec::new()
+            };
+            Ok(Response { status, headers, body })
+        }
+        Err(e) => {
+            let timeout = js_sys::Reflect::get(&e, &"timeout".into()).is_ok_and(|t| t.is_truthy());
+            if timeout {
+                Err(TransportError::Timeout { after_ms: timeout_ms })
+            } else {
+                let message = js_sys::Reflect::get(&e, &"message".into())
+                    .ok()
+                    .and_then(|m| m.as_string())
+                    .unwrap_or_else(|| js_error_text(&e));
+                Err(TransportError::Network(message))
+            }
+        }
+    })
+}
+
 impl HttpClient for FetchClient {
     async fn send(&self, req: Request, timeout_ms: u32) -> Result<Response, TransportError> {
+        if let Some(result) = send_through_adapter(&req, timeout_ms).await {
+            return result;
+        }
         let controller = web_sys::AbortController::new().map_err(|e| TransportError::Network(js_error_text(&e)))?;
         let signal = controller.signal();
         let mut timer = Deadline::arm(controller, timeout_ms);
