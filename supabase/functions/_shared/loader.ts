@@ -77,6 +77,13 @@ export class WasmFunction {
     this.#wasmUrl = wasmUrl;
   }
 
+  #loaded = false;
+
+  /** Whether the module is instantiated (then a request need not wait on `ready`). */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
   /** Loads the module once; later calls reuse it. */
   ready(): Promise<void> {
     if (!this.#ready) {
@@ -84,6 +91,7 @@ export class WasmFunction {
         const bytes = await Deno.readFile(this.#wasmUrl);
         const module = new WebAssembly.Module(bytes);
         this.#glue.initSync({ module });
+        this.#loaded = true;
       })();
       // A failed load must be retried on the next request, not cached.
       this.#ready.catch(() => (this.#ready = null));

@@ -265,6 +265,8 @@ async function readBody(req: Request, limit: number): Promise<Bytes | null> {
   const length = req.headers.get("content-length");
   const declared = Number(length ?? "0");
   if (declared > limit) throw new BodyTooLarge();
+  // Nothing to read (a PUT or POST without a body): leave the stream alone.
+  if (length === "0") return null;
   if (length !== null && Number.isSafeInteger(declared) && declared >= 0) {
     // The length is known and within the limit (Deno's server refuses a body
     // that differs from it): read it whole. A stream reader would allocate a
@@ -366,7 +368,7 @@ export function createHandler(
     }
 
     try {
-      await fn.ready();
+      if (!fn.loaded) await fn.ready();
     } catch (e) {
       console.error(JSON.stringify({ level: "error", fn: options.name, msg: "wasm load failed", error: String(e) }));
       return envelope(503, "function_unavailable", "the function failed to load", requestId());
