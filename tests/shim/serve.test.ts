@@ -93,3 +93,68 @@ Deno.test("an unknown method is a 405, not a crash", async () => {
   assertEquals(r.status, 405);
   await r.body?.cancel();
 });
+
+Deno.test("a refused request is answered without a promise from the wasm, in the envelope, with CORS and its id", async () => {
+  const r = await handler(
+    new Request(url("/echo"), {
+      method: "PUT",
+      headers: { "x-request-id": "req-fixed-1" },
+    }),
+  );
+  assertEquals(r.status, 405);
+  assertEquals(r.headers.get("x-request-id"), "req-fixed-1");
+  assertEquals(r.headers.get("content-type"), "application/json");
+  assert(r.headers.get("allow"));
+  assertEquals(r.headers.get("access-control-allow-origin"), "*");
+  const body = await r.json();
+  assertEquals(body, {
+    success: false,
+    error: {
+      code: "method_not_allowed",
+      message: `method not allowed; use ${r.headers.get("allow")}`,
+    },
+    request_id: "req-fixed-1",
+  });
+  // The export's own answer: the reply itself, not a promise of it.
+  const reply = glue.handle("PUT", url("/echo"), "", null, {});
+  assert(!(reply instanceof Promise) && Array.isArray(reply));
+  assertEquals(reply[0], 405);
+  const preflight = glue.handle(
+    "OPTIONS",
+    url("/echo"),
+    "origin\nhttp://a.example\n",
+    null,
+    {},
+  );
+  assert(Array.isArray(preflight));
+  assertEquals(preflight[0], 204);
+  assert(glue.handle("GET", url("/echo"), "", null, {}) instanceof Promise);
+});
+
+Deno.test("a trap in the synchronous stage answers 500 and resets the instance", async () => {
+  let resets = 0;
+  let trap = true;
+  const fake = {
+    initSync: (m: { module: BufferSource | WebAssembly.Module }) => glue.initSync(m),
+    handle: (...args: Parameters<typeof glue.handle>) => {
+      if (trap) throw new WebAssembly.RuntimeError("unreachable");
+      return glue.handle(...args);
+    },
+    __wbg_reset_state: () => {
+      resets += 1;
+      glue.__wbg_reset_state();
+    },
+  };
+  const h = createHandler(fake, wasmUrl, {
+    name: "shim-fixture",
+    env: () => ({}),
+  });
+  const crashed = await h(new Request(url("/echo"), { method: "PUT" }));
+  assertEquals(crashed.status, 500);
+  assertEquals((await crashed.json()).error.code, "function_crashed");
+  assertEquals(resets, 1);
+  trap = false;
+  const next = await h(new Request(url("/echo"), { method: "PUT" }));
+  assertEquals(next.status, 405);
+  await next.body?.cancel();
+});

@@ -120,36 +120,60 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response {
-        // The same document as `envelope`, serialised from borrowed fields
-        // (every refused request renders one; no map is built for it).
-        #[derive(serde::Serialize)]
-        struct Error<'a> {
-            code: &'a str,
-            message: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            details: Option<&'a Value>,
+        // The same document as `envelope`, written straight into one buffer
+        // (every refused request renders one: no map, no serializer). Only
+        // `details`, when there are any, goes through serde_json.
+        let mut body = String::with_capacity(96 + self.code.len() + self.message.len() + request_id.len());
+        body.push_str(r#"{"success":false,"error":{"code":"#);
+        push_json_str(&mut body, &self.code);
+        body.push_str(r#","message":"#);
+        push_json_str(&mut body, &self.message);
+        if let Some(d) = &self.details {
+            body.push_str(r#","details":"#);
+            body.push_str(&d.to_string());
         }
-        #[derive(serde::Serialize)]
-        struct Envelope<'a> {
-            success: bool,
-            error: Error<'a>,
-            request_id: &'a str,
-        }
-        let envelope = Envelope {
-            success: false,
-            error: Error {
-                code: &self.code,
-                message: &self.message,
-                details: self.details.as_ref(),
-            },
-            request_id,
-        };
-        let mut r = Response::json(self.status, &envelope);
+        body.push_str(r#"},"request_id":"#);
+        push_json_str(&mut body, request_id);
+        body.push('}');
+        let mut r = Response::new(self.status);
+        r.headers.set("content-type", "application/json");
+        r.body = body.into_bytes();
         for (k, v) in self.headers {
             r.headers.append(&k, v);
         }
         r
     }
+}
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it.
+pub fn push_json_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -177,6 +201,17 @@ mod tests {
             let body: Value = serde_json::from_slice(&e.into_response("req-1").body).unwrap();
             assert_eq!(body, v);
         }
+    }
+
+    #[test]
+    fn the_envelope_escapes_as_serde_json_does() {
+        let nasty = "q\"b\\n\nr\rt\tb\u{8}f\u{c}z\u{0}\u{1f}\u{7f}é✓";
+        let e = ApiError::new(400, nasty, nasty).with_details(json!({ "k": nasty }));
+        let body = e.clone().into_response(nasty).body;
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), e.envelope(nasty));
+        let mut direct = String::new();
+        push_json_str(&mut direct, nasty);
+        assert_eq!(direct, serde_json::to_string(nasty).unwrap());
     }
 
     #[test]

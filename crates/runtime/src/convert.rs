@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 
 use edgeworks_core::http::Headers;
-use edgeworks_core::{ApiError, Method, Request};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -12,42 +11,24 @@ use crate::env::Env;
 use crate::js::{SocketHandle, StreamHandle};
 use crate::reply::{Body, Reply};
 
-/// The property names crossing the boundary on every request, made JS strings
-/// once per instance instead of once per use.
+/// The property names read on every fetch reply, made JS strings once per
+/// instance instead of once per use.
 pub(crate) struct Keys {
-    pub(crate) method: JsValue,
-    pub(crate) url: JsValue,
     pub(crate) headers: JsValue,
     pub(crate) body: JsValue,
     pub(crate) status: JsValue,
-    #[cfg(feature = "streams")]
-    stream: JsValue,
-    #[cfg(feature = "streams")]
-    socket: JsValue,
 }
 
 thread_local! {
     static KEYS: Keys = Keys {
-        method: JsValue::from_str("method"),
-        url: JsValue::from_str("url"),
         headers: JsValue::from_str("headers"),
         body: JsValue::from_str("body"),
         status: JsValue::from_str("status"),
-        #[cfg(feature = "streams")]
-        stream: JsValue::from_str("stream"),
-        #[cfg(feature = "streams")]
-        socket: JsValue::from_str("socket"),
     };
 }
 
 pub(crate) fn field(obj: &JsValue, key: impl Fn(&Keys) -> &JsValue) -> JsValue {
     KEYS.with(|k| Reflect::get(obj, key(k)).unwrap_or(JsValue::UNDEFINED))
-}
-
-fn set(obj: &Object, key: impl Fn(&Keys) -> &JsValue, value: &JsValue) {
-    KEYS.with(|k| {
-        let _ = Reflect::set(obj, key(k), value);
-    });
 }
 
 /// Headers cross the boundary as ONE string, `name\nvalue\n` per header: one
@@ -83,46 +64,12 @@ pub(crate) fn headers_to_flat(headers: &Headers) -> Option<String> {
     Some(flat)
 }
 
-pub fn request_from_js(obj: &JsValue) -> Result<Request, ApiError> {
-    let method_s = field(obj, |k| &k.method).as_string().unwrap_or_default();
-    let method = Method::parse(&method_s)
-        .ok_or_else(|| ApiError::method_not_allowed(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]))?;
-    let url = field(obj, |k| &k.url)
-        .as_string()
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "request has no URL"))?;
-    let h = field(obj, |k| &k.headers);
-    let mut headers = match h.as_string() {
-        Some(flat) => headers_from_flat(&flat),
-        None => Headers::new(),
-    };
-    if let Some(arr) = h.dyn_ref::<Array>() {
-        for pair in arr.iter() {
-            let pair = Array::from(&pair);
-            if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                headers.append(&k, v);
-            }
-        }
-    }
-    let b = field(obj, |k| &k.body);
-    let body = if b.is_undefined() || b.is_null() {
-        Vec::new()
-    } else if let Some(s) = b.as_string() {
-        s.into_bytes()
-    } else {
-        Uint8Array::new(&b).to_vec()
-    };
-    Ok(Request {
-        method,
-        url,
-        headers,
-        body,
-    })
-}
-
-/// `{status, headers, body}`; a streamed body is `body: null` with a
-/// `stream` handle, a WebSocket `socket` with a handle.
+/// `[status, headers, body]`: one array, not an object and a property set
+/// per field. `headers` is the flat string (or `[name, value]` pairs when a
+/// header cannot be flattened). A streamed body is
+/// `[status, headers, null, stream]`, a WebSocket `[status, headers, null,
+/// undefined, socket]`, each with its handle.
 pub fn reply_to_js(reply: Reply) -> JsValue {
-    let obj = Object::new();
     let headers: JsValue = match headers_to_flat(&reply.headers) {
         Some(flat) => JsValue::from_str(&flat),
         None => {
@@ -133,36 +80,48 @@ pub fn reply_to_js(reply: Reply) -> JsValue {
             pairs.into()
         }
     };
-    set(&obj, |k| &k.status, &JsValue::from(reply.status));
-    set(&obj, |k| &k.headers, &headers);
+    let status = JsValue::from(reply.status);
     match reply.body {
-        Body::Bytes(b) => {
-            set(&obj, |k| &k.body, &Uint8Array::from(b.as_slice()));
-        }
+        Body::Bytes(b) => Array::of3(&status, &headers, &body_to_js(&b, &reply.headers)),
         #[cfg(feature = "streams")]
-        Body::Stream(s) => {
-            set(&obj, |k| &k.body, &JsValue::NULL);
-            set(&obj, |k| &k.stream, &StreamHandle::new(s).into());
-        }
+        Body::Stream(s) => Array::of4(&status, &headers, &JsValue::NULL, &StreamHandle::new(s).into()),
         #[cfg(feature = "streams")]
-        Body::Socket(session) => {
-            set(&obj, |k| &k.body, &JsValue::NULL);
-            set(&obj, |k| &k.socket, &SocketHandle::new(session).into());
-        }
+        Body::Socket(session) => Array::of5(
+            &status,
+            &headers,
+            &JsValue::NULL,
+            &JsValue::UNDEFINED,
+            &SocketHandle::new(session).into(),
+        ),
         // Without the feature the handles are not linked (they are wasm
         // exports, so every function would carry them): a function that
         // streams enables `streams` on edgeworks-runtime.
         #[cfg(not(feature = "streams"))]
-        Body::Stream(_) | Body::Socket(_) => {
-            set(&obj, |k| &k.status, &JsValue::from(500));
-            set(
-                &obj,
-                |k| &k.body,
-                &Uint8Array::from(&br#"{"success":false,"error":{"code":"misconfigured","message":"this function was built without the streams feature"}}"#[..]),
-            );
+        Body::Stream(_) | Body::Socket(_) => Array::of3(
+            &JsValue::from(500),
+            &headers,
+            &Uint8Array::from(&br#"{"success":false,"error":{"code":"misconfigured","message":"this function was built without the streams feature"}}"#[..]),
+        ),
+    }
+    .into()
+}
+
+/// Bodies up to this size that are UTF-8 cross as a string.
+const STRING_BODY_MAX: usize = 16 * 1024;
+
+/// A buffered body for `new Response(body)`. A small UTF-8 body with a
+/// content type (a JSON envelope, say) crosses as a string: Deno hands a
+/// string body to its server without a backing store, where a `Uint8Array`
+/// costs an `ArrayBuffer` allocation and its bookkeeping, a few µs per
+/// response. Without a content type it stays bytes (a string body would get
+/// `text/plain` added), as does anything large or binary.
+fn body_to_js(b: &[u8], headers: &Headers) -> JsValue {
+    if b.len() <= STRING_BODY_MAX && headers.get("content-type").is_some() {
+        if let Ok(s) = std::str::from_utf8(b) {
+            return JsValue::from_str(s);
         }
     }
-    obj.into()
+    Uint8Array::from(b).into()
 }
 
 thread_local! {

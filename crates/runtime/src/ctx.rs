@@ -12,8 +12,8 @@ use crate::log::Logger;
 struct Inner {
     host: Rc<dyn Host>,
     env: Env,
-    request_id: String,
-    function: String,
+    request_id: Rc<str>,
+    function: Rc<str>,
     log: Logger,
     started_ms: i64,
 }
@@ -25,10 +25,15 @@ pub struct Ctx(Rc<Inner>);
 impl Ctx {
     /// A context for one request. `LOG_LEVEL=debug` in `env` turns on debug lines.
     pub fn new(host: Rc<dyn Host>, env: Env, request_id: &str, function: &str) -> Self {
-        let log = Logger::new(
+        Ctx::with_ids(host, env, request_id.into(), function.into())
+    }
+
+    /// [`Ctx::new`] with the ids already shared (the logger holds the same ones).
+    pub(crate) fn with_ids(host: Rc<dyn Host>, env: Env, request_id: Rc<str>, function: Rc<str>) -> Self {
+        let log = Logger::with_ids(
             host.clone(),
-            function,
-            request_id,
+            function.clone(),
+            request_id.clone(),
             env.redactor(),
             env.get("LOG_LEVEL") == Some("debug"),
         );
@@ -36,8 +41,8 @@ impl Ctx {
         Ctx(Rc::new(Inner {
             host,
             env,
-            request_id: request_id.to_string(),
-            function: function.to_string(),
+            request_id,
+            function,
             log,
             started_ms,
         }))

@@ -11,7 +11,7 @@
 //! `edgeworks_service::export_handler!`, which builds on [`export_raw!`].
 //!
 //! It must never hold business rules, and nothing outside `js`, `convert`,
-//! `fetch` and `serve` may use JavaScript types.
+//! `fetch`, `serve` and `tz` may use JavaScript types.
 #![deny(missing_docs)]
 
 pub mod code;
@@ -26,6 +26,7 @@ pub mod reply;
 mod serve;
 pub mod socket;
 pub mod sse;
+pub mod tz;
 
 pub use code::{CodeError, CodeReport, CodeRun, Language, Outcome};
 pub use ctx::Ctx;
@@ -46,9 +47,12 @@ pub use wasm_bindgen;
 #[doc(hidden)]
 pub use wasm_bindgen_futures;
 
-/// Exports `handler` as the wasm function `handle(request, env)` the shim
-/// calls, with no extractors: `handler` is
+/// Exports `handler` as the wasm function `handle(method, url, headers, body, env)`
+/// the shim calls, with no extractors: `handler` is
 /// `async fn(Request, Ctx) -> Result<impl Into<Reply>, ApiError>`.
+///
+/// The export is synchronous: it returns the reply itself when the pipeline
+/// answers without the handler (preflight, 405, 413), else a `Promise` of it.
 ///
 /// `export_raw!(handle);`, `export_raw!(handle, Options { .. });`, or with
 /// the host capabilities it links in: `export_raw!(handle, options, caps = caps::NONE)`
@@ -62,13 +66,16 @@ macro_rules! export_raw {
         $crate::export_raw!($handler, $options, caps = $crate::caps::ALL);
     };
     ($handler:expr, $options:expr, caps = $caps:expr) => {
-        /// The entry point the shim calls.
-        #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen, wasm_bindgen_futures = $crate::wasm_bindgen_futures)]
-        pub async fn handle(
-            request: $crate::wasm_bindgen::JsValue,
-            env: $crate::wasm_bindgen::JsValue,
+        /// The entry point the shim calls: the reply, or a promise of it.
+        #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen)]
+        pub fn handle(
+            method: &str,
+            url: ::std::string::String,
+            headers: &str,
+            body: ::std::option::Option<::std::vec::Vec<u8>>,
+            env: &$crate::wasm_bindgen::JsValue,
         ) -> $crate::wasm_bindgen::JsValue {
-            $crate::serve::<{ $caps }, _, _, _>(request, env, $options, $handler).await
+            $crate::serve::<{ $caps }, _, _, _>(method, url, headers, body, env, $options, $handler)
         }
     };
 }

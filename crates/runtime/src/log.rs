@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use std::fmt::Write as _;
 
+use edgeworks_core::error::push_json_str;
 use edgeworks_core::redact::Redactor;
 use edgeworks_core::time::{format_rfc3339_ms, push_rfc3339_ms};
 use serde_json::{json, Map, Value};
@@ -14,37 +15,6 @@ use crate::host::{Host, Level};
 
 /// The keys every line carries.
 const RESERVED: [&str; 5] = ["ts", "level", "fn", "request_id", "msg"];
-
-/// `s` as a JSON string, escaped exactly as serde_json escapes it.
-fn push_json_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[plain..i]);
-        plain = i + 1;
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        } else {
-            out.push_str(escape);
-        }
-    }
-    out.push_str(&s[plain..]);
-    out.push('"');
-}
 
 /// The request's logger; writes through the host.
 #[derive(Clone)]
@@ -65,10 +35,21 @@ impl Logger {
         redactor: impl Into<Rc<Redactor>>,
         debug: bool,
     ) -> Self {
+        Logger::with_ids(host, function.into(), request_id.into(), redactor, debug)
+    }
+
+    /// [`Logger::new`] sharing the ids the request's `Ctx` holds.
+    pub(crate) fn with_ids(
+        host: Rc<dyn Host>,
+        function: Rc<str>,
+        request_id: Rc<str>,
+        redactor: impl Into<Rc<Redactor>>,
+        debug: bool,
+    ) -> Self {
         Logger {
             host,
-            function: function.into(),
-            request_id: request_id.into(),
+            function,
+            request_id,
             redactor: redactor.into(),
             debug,
         }

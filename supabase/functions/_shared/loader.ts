@@ -13,7 +13,18 @@ export type Bytes = ReturnType<Uint8Array["slice"]>;
 /** What `wasm-bindgen --target web --experimental-reset-state-function` emits. */
 export interface WasmGlue {
   initSync(module: { module: BufferSource | WebAssembly.Module }): unknown;
-  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmReply>;
+  /**
+   * The request's parts as arguments (no object to build and read back);
+   * the reply itself when Rust answers without waiting (a preflight, 405,
+   * 413), else a promise of it. See crates/runtime/src/serve.rs.
+   */
+  handle(
+    method: string,
+    url: string,
+    headers: string,
+    body: Bytes | null,
+    env: Record<string, string>,
+  ): WasmReply | Promise<WasmReply>;
   __wbg_reset_state(): void;
 }
 
@@ -28,8 +39,19 @@ export interface WasmRequest {
   body: Bytes | null;
 }
 
-/** What the wasm answers: headers flat as in WasmRequest, or pairs when one could not be flattened. */
-export type WasmReply = Omit<WasmResponse, "headers"> & { headers: string | [string, string][] };
+/**
+ * What the wasm answers, as one array (crates/runtime/src/convert.rs
+ * `reply_to_js`): status, headers flat as in WasmRequest (or pairs when one
+ * could not be flattened), the body (null when streamed or upgraded), then a
+ * stream or a socket handle when there is one.
+ */
+export type WasmReply = [
+  status: number,
+  headers: string | [string, string][],
+  body: Bytes | null,
+  stream?: WasmStream,
+  socket?: WasmSocket,
+];
 
 /** A reply's headers as pairs. */
 export function replyHeaders(headers: string | [string, string][]): [string, string][] {
@@ -99,8 +121,15 @@ export class WasmFunction {
     return this.#ready;
   }
 
-  handle(request: WasmRequest, env: Record<string, string>): Promise<WasmReply> {
-    return this.#glue.handle(request, env);
+  /** One request, its parts as in WasmRequest: the reply, or a promise of it. */
+  handle(
+    method: string,
+    url: string,
+    headers: string,
+    body: Bytes | null,
+    env: Record<string, string>,
+  ): WasmReply | Promise<WasmReply> {
+    return this.#glue.handle(method, url, headers, body, env);
   }
 
   /** Throws away the trapped instance's state and instantiates afresh. */

@@ -10,7 +10,7 @@
 // Deno.upgradeWebSocket and relays frames both ways). A trap mid-stream ends
 // an event stream with an `error` event and closes a socket with 1011.
 
-import { type Bytes, replyHeaders, type WasmGlue, type WasmReply, type WasmRequest, type WasmResponse, WasmFunction } from "./loader.ts";
+import { type Bytes, replyHeaders, type WasmGlue, type WasmReply, type WasmResponse, WasmFunction } from "./loader.ts";
 
 /** Supabase's edge runtime keeps an isolate alive while these promises run. */
 declare const EdgeRuntime: { waitUntil(p: Promise<unknown>): void } | undefined;
@@ -342,10 +342,20 @@ export function createHandler(
   installFetch();
   trapListeners.add(onTrap);
 
+  // Streams and sockets outlive the call: they join the in-flight set of
+  // their generation for as long as they run, so a trap reaches them too.
+  const registerFor = (myGeneration: number) => (onTrap: () => void) => {
+    const listener = () => onTrap();
+    const set = inFlight;
+    if (myGeneration !== generation) {
+      queueMicrotask(onTrap);
+      return () => {};
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  };
+
   return async (req: Request): Promise<Response> => {
-    // Only the adapter's own refusals need an id (Rust makes the request's own).
-    let id: string | undefined;
-    const requestId = () => (id ??= crypto.randomUUID());
     let headerBytes = 0;
     let headers = "";
     // forEach, not for-of: the same pairs without an iterator result per header
@@ -355,70 +365,77 @@ export function createHandler(
       headers += `${k}\n${v}\n`;
     });
     if (headerBytes > MAX_HEADER_BYTES) {
-      return envelope(431, "headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`, requestId());
+      return envelope(431, "headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`, crypto.randomUUID());
     }
-    let body: Bytes | null;
-    try {
-      body = await readBody(req, maxRead);
-    } catch (e) {
-      if (e instanceof BodyTooLarge) {
-        return envelope(413, "payload_too_large", `request body exceeds ${maxRead} bytes`, requestId());
+    let body: Bytes | null = null;
+    // No body (a GET, a PUT without one): no read, no await.
+    if (req.body) {
+      try {
+        body = await readBody(req, maxRead);
+      } catch (e) {
+        if (e instanceof BodyTooLarge) {
+          return envelope(413, "payload_too_large", `request body exceeds ${maxRead} bytes`, crypto.randomUUID());
+        }
+        return envelope(400, "unreadable_body", "the request body could not be read", crypto.randomUUID());
       }
-      return envelope(400, "unreadable_body", "the request body could not be read", requestId());
     }
 
-    try {
-      if (!fn.loaded) await fn.ready();
-    } catch (e) {
-      console.error(JSON.stringify({ level: "error", fn: options.name, msg: "wasm load failed", error: String(e) }));
-      return envelope(503, "function_unavailable", "the function failed to load", requestId());
+    if (!fn.loaded) {
+      try {
+        await fn.ready();
+      } catch (e) {
+        console.error(JSON.stringify({ level: "error", fn: options.name, msg: "wasm load failed", error: String(e) }));
+        return envelope(503, "function_unavailable", "the function failed to load", crypto.randomUUID());
+      }
     }
 
     cachedEnv ??= { ...readEnv(), EDGEWORKS_FUNCTION: options.name };
-    const wasmRequest: WasmRequest = { method: req.method, url: req.url, headers, body };
+    const env = cachedEnv;
     const myGeneration = generation;
     const myInFlight = inFlight;
-    let abort: (e: unknown) => void = () => {};
-    // Streams and sockets outlive the call: they join the in-flight set
-    // for as long as they run, so a trap reaches them too.
-    const register = (onTrap: () => void) => {
-      const listener = () => onTrap();
-      const set = inFlight;
-      if (myGeneration !== generation) {
-        queueMicrotask(onTrap);
-        return () => {};
-      }
-      set.add(listener);
-      return () => set.delete(listener);
-    };
+    let abort: ((e: unknown) => void) | null = null;
     try {
-      // One promise per request that the wasm's answer or a trap settles
-      // (not a race against a shared one, whose reactions would pile up).
-      const env = cachedEnv;
-      const reply = await new Promise<WasmReply>((resolve, reject) => {
-        abort = reject;
-        myInFlight.add(reject);
-        fn.handle(wasmRequest, env).then(resolve, reject);
-      });
-      const out: WasmResponse = { ...reply, headers: replyHeaders(reply.headers) };
-      if (out.socket) return upgradeSocket(req, out as typeof out & { socket: NonNullable<typeof out.socket> }, register);
-      if (out.stream) {
-        const body = streamBody(out as typeof out & { stream: NonNullable<typeof out.stream> }, register, requestId());
-        return new Response(req.method === "HEAD" ? null : body, { status: out.status, headers: out.headers });
+      // The reply itself when Rust answered without waiting (a preflight, a
+      // refused method or body); a trap there throws right here.
+      const answer = fn.handle(req.method, req.url, headers, body, env);
+      let reply: WasmReply;
+      if (answer instanceof Promise) {
+        // One promise per request that the wasm's answer or a trap settles
+        // (not a race against a shared one, whose reactions would pile up).
+        reply = await new Promise<WasmReply>((resolve, reject) => {
+          abort = reject;
+          myInFlight.add(reject);
+          answer.then(resolve, reject);
+        });
+      } else {
+        reply = answer;
       }
-      const noBody = out.status === 204 || out.status === 304 || req.method === "HEAD";
-      return new Response(noBody ? null : out.body, { status: out.status, headers: out.headers });
+      const status = reply[0];
+      const socket = reply[4];
+      if (socket) {
+        const out = { status, headers: replyHeaders(reply[1]), body: null, socket };
+        return upgradeSocket(req, out, registerFor(myGeneration));
+      }
+      const stream = reply[3];
+      if (stream) {
+        const out = { status, headers: replyHeaders(reply[1]), body: null, stream };
+        const id = out.headers.find(([k]) => k === "x-request-id")?.[1] ?? crypto.randomUUID();
+        const streamed = streamBody(out, registerFor(myGeneration), id);
+        return new Response(req.method === "HEAD" ? null : streamed, { status, headers: out.headers });
+      }
+      const noBody = status === 204 || status === 304 || req.method === "HEAD";
+      return new Response(noBody ? null : reply[2], { status, headers: replyHeaders(reply[1]) });
     } catch (e) {
       if (isTrap(e)) {
         // Only the first request to see a trap resets; the others already
         // belong to a failed generation.
         if (myGeneration === generation) onTrap(e);
-        return envelope(500, "function_crashed", "the function crashed while handling the request", requestId());
+        return envelope(500, "function_crashed", "the function crashed while handling the request", crypto.randomUUID());
       }
       console.error(JSON.stringify({ level: "error", fn: options.name, msg: "unhandled error", error: String(e) }));
-      return envelope(500, "internal", "internal error", requestId());
+      return envelope(500, "internal", "internal error", crypto.randomUUID());
     } finally {
-      myInFlight.delete(abort);
+      if (abort) myInFlight.delete(abort);
     }
   };
 }
