@@ -25,6 +25,8 @@ Deno.test("job-processor: a bad expression or zone is a 422 that names the field
       [{ cron_expression: "* * * *" }, "cron_expression", "expression"],
       [{ cron_expression: "0 0 30 2 *" }, "cron_expression", "day_of_month"],
       [{ cron_expression: "0 9 * * *", timezone: "Mars/Olympus_Mons" }, "timezone", "timezone"],
+      [{ cron_expression: "0 9 * * *", timezone: "Europe/Londonn" }, "timezone", "timezone"],
+      [{ cron_expression: "0 9 * * *", timezone: "+01" }, "timezone", "timezone"],
     ] as const
   ) {
     const r = await callFunction("job-processor", { token: user.token, body: { pipeline_id: pipeline, ...body } });
@@ -57,6 +59,25 @@ Deno.test("job-processor: a schedule answers its next runs in the user's zone", 
   });
   assertEquals(dup.status, 409);
   assertEnvelope(dup.body, "schedule_exists");
+});
+
+Deno.test("job-processor: a schedule in a zone with a 30-minute DST shift runs at its wall time", async () => {
+  // The wasm has no tz database: the zone's offsets come from the host's Intl.
+  const user = await createUser();
+  const pipeline = await makePipeline(user, [{ step_type: "generate-content", config: { prompt: "x" } }]);
+  const s = await schedule(user, pipeline, "30 2 * * *", { timezone: "Australia/Lord_Howe" });
+  assertEquals(s.next_runs.length, 5);
+  const fmt = new Intl.DateTimeFormat("en-GB", {
+    timeZone: "Australia/Lord_Howe",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  });
+  for (const t of s.next_runs) assertEquals(fmt.format(new Date(t)), "02:30", t);
+  for (let i = 1; i < s.next_runs.length; i++) {
+    const gap = Date.parse(s.next_runs[i]) - Date.parse(s.next_runs[i - 1]);
+    assert(Math.abs(gap - 86_400_000) <= 1_800_000, `${s.next_runs[i - 1]} -> ${s.next_runs[i]}`);
+  }
 });
 
 Deno.test("job-processor: processors racing over a due schedule enqueue it once", async () => {

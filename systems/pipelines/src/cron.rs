@@ -26,11 +26,12 @@
 //!   to its first time after now ([`CatchUp::Once`], the default), or no
 //!   catch-up run when the miss is older than the grace ([`CatchUp::Skip`]).
 //!
-//! Everything here is pure: instants are Unix seconds passed in.
+//! Everything here is pure: instants are Unix seconds passed in. Zones come
+//! from [`edgeworks_runtime::tz`], which on the edge asks the host's `Intl`
+//! for the UTC offset at an instant (no time-zone database in the wasm); a
+//! civil minute is resolved from offsets alone (see `Schedule::instants_of`).
 
-use jiff::civil::DateTime;
-use jiff::tz::{AmbiguousOffset, TimeZone};
-use jiff::Timestamp;
+use edgeworks_runtime::tz::{TzError, Zone};
 use serde::Serialize;
 
 use edgeworks_core::time::{civil_from_days, days_from_civil};
@@ -335,22 +336,28 @@ fn weekday(days_since_epoch: i64) -> u32 {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     expr: CronExpr,
-    tz: TimeZone,
+    tz: Zone,
 }
 
-/// Checks an IANA zone name and loads it from the compiled-in database.
-pub fn time_zone(name: &str) -> Result<TimeZone, CronError> {
+/// Checks an IANA zone name and finds it in the host's time-zone data.
+pub fn time_zone(name: &str) -> Result<Zone, CronError> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'));
-    if name.is_empty() || name.len() > 64 || !ok_chars {
+    // Every IANA name starts with a letter; `Intl` would also take offsets
+    // such as `+01`, which are not zones.
+    let letter_first = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    if name.is_empty() || name.len() > 64 || !ok_chars || !letter_first {
         return Err(err(
             "timezone",
             name,
             "is not an IANA time zone name such as Europe/London",
         ));
     }
-    TimeZone::get(name).map_err(|_| err("timezone", name, "is not a known IANA time zone, such as Europe/London"))
+    Zone::get(name).map_err(|e| match e {
+        TzError::Unknown => err("timezone", name, "is not a known IANA time zone, such as Europe/London"),
+        TzError::Unavailable => err("timezone", name, "cannot be checked: this host has no time-zone data"),
+    })
 }
 
 impl Schedule {
@@ -367,59 +374,51 @@ impl Schedule {
         &self.expr
     }
 
+    /// The zone's offset at an instant (0 outside the supported years).
     fn offset_at(&self, unix_secs: i64) -> i64 {
-        match Timestamp::from_second(unix_secs) {
-            Ok(ts) => i64::from(self.tz.to_offset(ts).seconds()),
-            Err(_) => 0,
-        }
+        self.tz.offset_at(unix_secs).map_or(0, i64::from)
     }
 
     /// The instants a civil minute runs at, earliest first (empty: none).
+    ///
+    /// Resolved from offsets alone: the offsets a day before and a day after
+    /// (`o1`, `o2`) are the only ones near `local` (transitions are months
+    /// apart); an offset `o` gives the candidate `local - o`, which is real
+    /// when the zone's offset there is `o`. Both real and distinct: a fold
+    /// (earlier first); one: unambiguous; none: a gap from `o1` to `o2`.
     fn instants_of(&self, local: i64) -> Vec<i64> {
-        let days = local.div_euclid(86_400);
-        let secs = local.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        let Ok(year) = i16::try_from(y) else {
-            return Vec::new();
-        };
-        let Ok(dt) = DateTime::new(
-            year,
-            m as i8,
-            d as i8,
-            (secs / 3600) as i8,
-            ((secs % 3600) / 60) as i8,
-            0,
-            0,
-        ) else {
-            return Vec::new();
-        };
-        match self.tz.to_ambiguous_timestamp(dt).offset() {
-            AmbiguousOffset::Unambiguous { offset } => vec![local - i64::from(offset.seconds())],
-            AmbiguousOffset::Gap { before, after } => {
+        let before = self.offset_at(local - 86_400);
+        let after = self.offset_at(local + 86_400);
+        let real = |o: i64| self.offset_at(local - o) == o;
+        match (real(before), before != after && real(after)) {
+            (true, true) => {
+                let first = local - before.max(after);
+                let second = local - before.min(after);
                 if self.expr.is_interval_like() {
+                    vec![first, second]
+                } else {
+                    vec![first]
+                }
+            }
+            (true, false) => vec![local - before],
+            (false, true) => vec![local - after],
+            (false, false) => {
+                if self.expr.is_interval_like() || after <= before {
+                    // `after <= before`: not a gap between these two offsets
+                    // (two transitions within two days); no instant shows it.
                     return Vec::new();
                 }
                 // The gap's end: the transition T, with L - after < T <= L - before.
-                let target = i64::from(after.seconds());
-                let (mut lo, mut hi) = (local - i64::from(after.seconds()), local - i64::from(before.seconds()));
+                let (mut lo, mut hi) = (local - after, local - before);
                 while hi - lo > 1 {
                     let mid = lo + (hi - lo) / 2;
-                    if self.offset_at(mid) == target {
+                    if self.offset_at(mid) == after {
                         hi = mid;
                     } else {
                         lo = mid;
                     }
                 }
                 vec![hi]
-            }
-            AmbiguousOffset::Fold { before, after } => {
-                let first = local - i64::from(before.seconds());
-                let second = local - i64::from(after.seconds());
-                if self.expr.is_interval_like() {
-                    vec![first, second]
-                } else {
-                    vec![first]
-                }
             }
         }
     }
@@ -582,6 +581,11 @@ mod tests {
         assert!(e("* 25 * * *").message.contains("0-23"));
         assert_eq!(time_zone("Mars/Olympus").unwrap_err().field, "timezone");
         assert_eq!(time_zone("../etc/passwd").unwrap_err().field, "timezone");
+        assert_eq!(time_zone("+01").unwrap_err().field, "timezone");
+        assert_eq!(
+            time_zone("Mars/Olympus").unwrap_err().message,
+            "is not a known IANA time zone, such as Europe/London"
+        );
     }
 
     #[test]
@@ -739,6 +743,117 @@ mod tests {
         let skip = plan_firing(&s, due, now, CatchUp::Skip, 60);
         assert!(!skip.fire);
         assert_eq!(skip.next_run_at, once.next_run_at);
+    }
+
+    /// jiff's own resolution of a civil minute (the implementation before
+    /// the offset oracle), the reference the offset-based one must match.
+    fn jiff_instants(tz: &jiff::tz::TimeZone, interval_like: bool, local: i64) -> Vec<i64> {
+        use jiff::tz::AmbiguousOffset;
+        let offset_at = |t: i64| i64::from(tz.to_offset(jiff::Timestamp::from_second(t).unwrap()).seconds());
+        let (y, m, d) = civil_from_days(local.div_euclid(86_400));
+        let secs = local.rem_euclid(86_400);
+        let dt = jiff::civil::DateTime::new(
+            y as i16,
+            m as i8,
+            d as i8,
+            (secs / 3600) as i8,
+            ((secs % 3600) / 60) as i8,
+            0,
+            0,
+        )
+        .unwrap();
+        match tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => vec![local - i64::from(offset.seconds())],
+            AmbiguousOffset::Gap { before, after } => {
+                if interval_like {
+                    return Vec::new();
+                }
+                let target = i64::from(after.seconds());
+                let (mut lo, mut hi) = (local - target, local - i64::from(before.seconds()));
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if offset_at(mid) == target {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                vec![hi]
+            }
+            AmbiguousOffset::Fold { before, after } => {
+                let first = local - i64::from(before.seconds());
+                let second = local - i64::from(after.seconds());
+                if interval_like {
+                    vec![first, second]
+                } else {
+                    vec![first]
+                }
+            }
+        }
+    }
+
+    /// Compares both resolutions for every minute within five hours of each
+    /// transition in [from, to), and for a sweep of the whole span.
+    fn compare_with_jiff(zone: &str, from: &str, to: &str) -> usize {
+        let tz = jiff::tz::TimeZone::get(zone).unwrap();
+        let fixed = Schedule::new("0 1 * * *", zone).unwrap();
+        let every = Schedule::new("* * * * *", zone).unwrap();
+        let (from, to) = (at(from), at(to));
+        let check = |local: i64| {
+            assert_eq!(
+                fixed.instants_of(local),
+                jiff_instants(&tz, false, local),
+                "{zone}: fixed-time {}",
+                iso(local)
+            );
+            assert_eq!(
+                every.instants_of(local),
+                jiff_instants(&tz, true, local),
+                "{zone}: interval-like {}",
+                iso(local)
+            );
+        };
+        let mut transitions = 0;
+        for t in tz
+            .following(jiff::Timestamp::from_second(from).unwrap())
+            .take_while(|t| t.timestamp().as_second() < to)
+        {
+            transitions += 1;
+            let centre = (t.timestamp().as_second() + i64::from(t.offset().seconds())) / 60 * 60;
+            for local in (centre - 5 * 3600..=centre + 5 * 3600).step_by(60) {
+                check(local);
+            }
+        }
+        for local in (from..to).step_by(97 * 60) {
+            check(local);
+        }
+        transitions
+    }
+
+    #[test]
+    fn offset_based_resolution_matches_jiff_around_transitions() {
+        for zone in [
+            "America/New_York",
+            "Europe/London",
+            "Europe/Dublin",       // negative DST in the database
+            "Australia/Lord_Howe", // a 30-minute shift
+            "Australia/Sydney",    // southern hemisphere
+            "America/Santiago",    // southern hemisphere, rule changes
+            "Pacific/Chatham",     // +12:45 / +13:45
+            "America/St_Johns",    // -03:30
+            "Africa/Casablanca",   // two shifts a year around Ramadan
+        ] {
+            assert!(
+                compare_with_jiff(zone, "2022-01-01T00:00:00Z", "2028-01-01T00:00:00Z") >= 10,
+                "{zone}"
+            );
+        }
+        assert_eq!(
+            compare_with_jiff("Asia/Kolkata", "2024-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            0
+        );
+        // Samoa skipped a whole day (2011-12-30): a 24-hour gap.
+        assert!(compare_with_jiff("Pacific/Apia", "2011-06-01T00:00:00Z", "2012-06-01T00:00:00Z") >= 2);
     }
 
     fn zones() -> impl Strategy<Value = &'static str> {
