@@ -4,7 +4,8 @@
 //
 //   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR]
 //
-// Paths: `fixed` (PUT -> 405: what every request pays before any work) and `health`
+// Paths: `fixed` (PUT -> 405: what every request pays before any work), `preflight`
+// (OPTIONS, the CORS answer, also refused before any work) and `health`
 // (GET: rate limit + rpc/health_ping; the Rust one makes them one rpc/health_check). The
 // environment is a realistic one (the stack's variables plus padding to ~50), the same for both. Figures: process CPU (utime + stime,
 // every thread) per request, median of the rounds, the sides alternating.
@@ -90,6 +91,11 @@ function cpuMs(): number {
 const headers = { "x-forwarded-for": "10.0.0.1", authorization: `Bearer ${env.SUPABASE_ANON_KEY}` };
 const paths: Record<string, () => Request> = {
   fixed: () => new Request("http://127.0.0.1:8000/health", { method: "PUT", headers }),
+  preflight: () =>
+    new Request("http://127.0.0.1:8000/health", {
+      method: "OPTIONS",
+      headers: { origin: "http://app.example", "access-control-request-method": "GET" },
+    }),
   health: () => new Request("http://127.0.0.1:8000/health", { headers }),
 };
 
@@ -116,7 +122,7 @@ for (const [name, make] of Object.entries(paths)) {
     }
   }
   out(
-    `  ${name.padEnd(8)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
+    `  ${name.padEnd(9)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
       median(t).toFixed(0).padStart(5)
     } µs   rust/ts ${(median(r) / median(t)).toFixed(2)}`,
   );
