@@ -114,8 +114,13 @@ const STRING_BODY_MAX: usize = 16 * 1024;
 /// string body to its server without a backing store, where a `Uint8Array`
 /// costs an `ArrayBuffer` allocation and its bookkeeping, a few µs per
 /// response. Without a content type it stays bytes (a string body would get
-/// `text/plain` added), as does anything large or binary.
+/// `text/plain` added), as does anything large or binary; an empty one is
+/// `null`.
 fn body_to_js(b: &[u8], headers: &Headers) -> JsValue {
+    // No body (a preflight's 204): nothing to copy out of wasm memory.
+    if b.is_empty() {
+        return JsValue::NULL;
+    }
     if b.len() <= STRING_BODY_MAX && headers.get("content-type").is_some() {
         if let Ok(s) = std::str::from_utf8(b) {
             return JsValue::from_str(s);

@@ -42,13 +42,14 @@ export interface WasmRequest {
 /**
  * What the wasm answers, as one array (crates/runtime/src/convert.rs
  * `reply_to_js`): status, headers flat as in WasmRequest (or pairs when one
- * could not be flattened), the body (null when streamed or upgraded), then a
+ * could not be flattened), the body (a small UTF-8 one with a content type as a
+ * string; null when empty, streamed or upgraded), then a
  * stream or a socket handle when there is one.
  */
 export type WasmReply = [
   status: number,
   headers: string | [string, string][],
-  body: Bytes | null,
+  body: Bytes | string | null,
   stream?: WasmStream,
   socket?: WasmSocket,
 ];
