@@ -1,18 +1,22 @@
 //! edgeworks-db: typed access to the database through PostgREST.
 //!
-//! Requests are built with postgrest-rs (its query builder speaks PostgREST's
-//! filter syntax) and sent through the one HTTP client the function was
+//! Requests are built with our own query builder (`query::Builder`: the
+//! subset of postgrest-rs's we use, same names and the same requests) and
+//! sent through the one HTTP client the function was
 //! given, so the same code runs on fetch in wasm and over TCP in native
 //! tests. Anything that must be atomic is one SQL function over `/rpc`.
 //! This crate never holds business rules: those live in the crates that own
 //! them (the queue's in `edgeworks-queue`).
 
-use edgeworks_core::http::Headers;
 use edgeworks_core::http_client::{HttpClient, TransportError};
-use edgeworks_core::{ApiError, Method, Request};
+use edgeworks_core::{ApiError, Request};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
+
+mod query;
+pub use query::{parse_base_url, query_encode, Builder};
 
 /// Deadline for one PostgREST round trip.
 pub const DB_TIMEOUT_MS: u32 = 10_000;
@@ -97,7 +101,11 @@ struct PgrstError {
 pub struct Db<C: HttpClient> {
     client: C,
     rest_url: String,
-    postgrest: postgrest::Postgrest,
+    /// `rest_url` checked and normalized, or why it was refused (reported
+    /// by every request, never a panic).
+    base: Result<String, &'static str>,
+    apikey: Arc<str>,
+    authorization: Arc<str>,
 }
 
 impl<C: HttpClient> Db<C> {
@@ -105,13 +113,12 @@ impl<C: HttpClient> Db<C> {
     /// the gateway wants; `bearer` is the JWT whose role PostgREST assumes.
     pub fn new(client: C, rest_url: &str, apikey: &str, bearer: &str) -> Self {
         let rest_url = rest_url.trim_end_matches('/').to_string();
-        let postgrest = postgrest::Postgrest::new(rest_url.clone())
-            .insert_header("apikey", apikey)
-            .insert_header("authorization", format!("Bearer {bearer}"));
         Db {
             client,
+            base: parse_base_url(&rest_url),
             rest_url,
-            postgrest,
+            apikey: apikey.into(),
+            authorization: format!("Bearer {bearer}").into(),
         }
     }
 
@@ -120,8 +127,8 @@ impl<C: HttpClient> Db<C> {
     }
 
     /// A query builder on a table or view (postgrest-rs syntax).
-    pub fn from(&self, table: &str) -> postgrest::Builder {
-        self.postgrest.from(table)
+    pub fn from(&self, table: &str) -> Builder {
+        Builder::new(&self.base, &[table], self.apikey.clone(), self.authorization.clone())
     }
 
     /// Calls a SQL function: `POST /rpc/<function>` with named JSON args.
@@ -140,18 +147,28 @@ impl<C: HttpClient> Db<C> {
             ),
             other => other.clone(),
         };
-        let builder = self.postgrest.rpc(function, body.to_string());
-        self.execute(builder).await
+        self.execute(self.rpc_builder(function, body.to_string())).await
+    }
+
+    /// The request of an `/rpc` call with `body` (a JSON object) as it is.
+    pub fn rpc_builder(&self, function: &str, body: String) -> Builder {
+        Builder::new(
+            &self.base,
+            &["rpc", function],
+            self.apikey.clone(),
+            self.authorization.clone(),
+        )
+        .rpc(body)
     }
 
     /// Sends a built query and decodes the JSON answer.
-    pub async fn execute<T: DeserializeOwned>(&self, builder: postgrest::Builder) -> Result<T, DbError> {
+    pub async fn execute<T: DeserializeOwned>(&self, builder: Builder) -> Result<T, DbError> {
         let (status, body) = self.send(builder).await?;
         decode(status, &body)
     }
 
     /// Sends a built query; returns status and raw body (errors decoded).
-    pub async fn send(&self, builder: postgrest::Builder) -> Result<(u16, Vec<u8>), DbError> {
+    pub async fn send(&self, builder: Builder) -> Result<(u16, Vec<u8>), DbError> {
         let req = to_request(builder)?;
         let resp = self.client.send(req, DB_TIMEOUT_MS).await.map_err(DbError::Transport)?;
         if resp.status >= 400 {
@@ -161,30 +178,10 @@ impl<C: HttpClient> Db<C> {
     }
 }
 
-fn to_request(builder: postgrest::Builder) -> Result<Request, DbError> {
-    let built = builder
+fn to_request(builder: Builder) -> Result<Request, DbError> {
+    builder
         .build()
-        .build()
-        .map_err(|e| DbError::Decode(format!("could not build query: {e}")))?;
-    let method = Method::parse(built.method().as_str())
-        .ok_or_else(|| DbError::Decode(format!("unsupported method {}", built.method())))?;
-    let mut headers = Headers::new();
-    for (k, v) in built.headers() {
-        if let Ok(v) = v.to_str() {
-            headers.append(k.as_str(), v);
-        }
-    }
-    let body = built
-        .body()
-        .and_then(|b| b.as_bytes())
-        .map(|b| b.to_vec())
-        .unwrap_or_default();
-    Ok(Request {
-        method,
-        url: built.url().to_string(),
-        headers,
-        body,
-    })
+        .map_err(|e| DbError::Decode(format!("could not build query: {e}")))
 }
 
 fn api_error(status: u16, body: &[u8]) -> DbError {
@@ -218,6 +215,7 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgeworks_core::Method;
     use edgeworks_testkit::{block_on, json_response, FakeServer};
 
     #[test]
