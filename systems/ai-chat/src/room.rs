@@ -170,22 +170,10 @@ pub fn realtime_url(supabase_url: &str, apikey: &str) -> String {
     } else {
         base.to_string()
     };
-    format!(
-        "{base}/realtime/v1/websocket?apikey={}&vsn=1.0.0",
-        percent_encode(apikey)
-    )
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    let mut url = format!("{base}/realtime/v1/websocket?apikey=");
+    edgeworks_db::query_encode(apikey, &mut url);
+    url.push_str("&vsn=1.0.0");
+    url
 }
 
 /// `phx_join` of a private channel with the user's token.
