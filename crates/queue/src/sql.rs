@@ -483,6 +483,33 @@ impl<'a, C: HttpClient> JobQueue<'a, C> {
         self.call_row("complete_job", &args, Some(&lease.job_id)).await
     }
 
+    /// Completes a held job as `complete` does and claims the next jobs as
+    /// `claim(req)` would, in one transaction (`complete_job_and_claim`): a
+    /// worker's last completion of a batch fetches its next batch without a
+    /// second round trip and commit. Both happen or neither does: after any
+    /// error the lease still holds and `complete` can record the result
+    /// alone. `QueueError::LeaseLost` as for `complete`: drop the result.
+    /// An empty vector means the job is completed and nothing is due; jobs
+    /// this completion unblocks are claimable from the next call on.
+    pub async fn complete_and_claim(
+        &self,
+        lease: &Lease,
+        result: Option<&Value>,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedJob>, QueueError> {
+        let args = json!({
+            "p_job": lease.job_id,
+            "p_lease_token": lease.token,
+            "p_result": result,
+            "p_worker": req.worker,
+            "p_queues": req.queues,
+            "p_kinds": req.kinds,
+            "p_batch": req.batch,
+            "p_lease_seconds": req.lease_seconds,
+        });
+        self.call("complete_job_and_claim", &args, Some(&lease.job_id)).await
+    }
+
     /// Completes several held jobs in one transaction (`complete_jobs`). A
     /// stale lease is not an error here: its entry comes back with
     /// `completed == false` and the job's current status.
@@ -766,6 +793,77 @@ mod tests {
             args,
             json!({"p_job": JOB, "p_lease_token": TOKEN, "p_result": {"ok": true}})
         );
+    }
+
+    #[test]
+    fn complete_and_claim_sends_the_completion_and_the_claim_in_one_call() {
+        let server = FakeServer::start(|_, _| json_response(200, "[]"));
+        let db = db(&server);
+        let lease = Lease {
+            job_id: JOB.into(),
+            token: TOKEN.into(),
+        };
+        let req = ClaimRequest::new("w1", &["chat", "maintenance"])
+            .batch(3)
+            .lease_seconds(45)
+            .kinds(&["chat_completion"]);
+        let claimed =
+            block_on(JobQueue::new(&db).complete_and_claim(&lease, Some(&json!({"ok": true})), &req)).unwrap();
+        assert!(claimed.is_empty());
+        assert_eq!(server.requests().len(), 1);
+        let (path, args) = body(&server, 0);
+        assert_eq!(path, "/rpc/complete_job_and_claim");
+        assert_eq!(
+            args,
+            json!({"p_job": JOB, "p_lease_token": TOKEN, "p_result": {"ok": true},
+                   "p_worker": "w1", "p_queues": ["chat", "maintenance"],
+                   "p_kinds": ["chat_completion"], "p_batch": 3, "p_lease_seconds": 45})
+        );
+    }
+
+    #[test]
+    fn complete_and_claim_decodes_the_claimed_rows_to_leases() {
+        let rows = format!("[{},{}]", job_row("processing"), job_row("processing"));
+        let server = FakeServer::start(move |_, _| json_response(200, &rows));
+        let db = db(&server);
+        let lease = Lease {
+            job_id: "11111111-2222-4333-8444-555555555555".into(),
+            token: TOKEN.into(),
+        };
+        let req = ClaimRequest::new("w1", &["chat"]).batch(2);
+        let claimed = block_on(JobQueue::new(&db).complete_and_claim(&lease, None, &req)).unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(
+            claimed[0].lease(),
+            Lease {
+                job_id: JOB.into(),
+                token: TOKEN.into()
+            }
+        );
+        assert_eq!(body(&server, 0).1["p_result"], Value::Null);
+        assert_eq!(body(&server, 0).1["p_kinds"], Value::Null);
+    }
+
+    #[test]
+    fn complete_and_claim_with_a_stale_lease_is_lease_lost() {
+        let server = FakeServer::start(|_, _| {
+            json_response(
+                400,
+                r#"{"code":"EQ409","message":"lease lost: job is not processing under this lease token","details":"job status is retrying","hint":null}"#,
+            )
+        });
+        let db = db(&server);
+        let lease = Lease {
+            job_id: JOB.into(),
+            token: TOKEN.into(),
+        };
+        let req = ClaimRequest::new("w1", &["chat"]);
+        let err = block_on(JobQueue::new(&db).complete_and_claim(&lease, None, &req)).unwrap_err();
+        assert!(
+            matches!(&err, QueueError::LeaseLost { job_id, .. } if job_id == JOB),
+            "{err:?}"
+        );
+        assert_eq!(body(&server, 0).0, "/rpc/complete_job_and_claim");
     }
 
     #[test]

@@ -226,24 +226,32 @@ impl<'a, 'h, C: HttpClient> Worker<'a, 'h, C> {
         job_id: Option<&str>,
         kinds: Option<&[&str]>,
     ) -> Result<Vec<ClaimedJob>, ApiError> {
-        let all = self.registry.kinds();
-        let kinds = kinds.unwrap_or(&all);
-        let queues = self.registry.queues();
         let claimed = match job_id {
             Some(id) => {
+                let all = self.registry.kinds();
                 self.queue()
-                    .claim_one(id, self.cx.worker_id, &queues, kinds, self.lease_seconds)
+                    .claim_one(
+                        id,
+                        self.cx.worker_id,
+                        &self.registry.queues(),
+                        kinds.unwrap_or(&all),
+                        self.lease_seconds,
+                    )
                     .await
             }
-            None => {
-                let req = ClaimRequest::new(self.cx.worker_id, &queues)
-                    .kinds(kinds)
-                    .batch(batch)
-                    .lease_seconds(self.lease_seconds);
-                self.queue().claim(&req).await
-            }
+            None => self.queue().claim(&self.claim_request(batch, kinds)).await,
         };
         claimed.map_err(ApiError::from)
+    }
+
+    /// What `claim` asks for without a job id; a chained completion asks
+    /// for the same.
+    fn claim_request(&self, batch: u32, kinds: Option<&[&str]>) -> ClaimRequest {
+        let all = self.registry.kinds();
+        ClaimRequest::new(self.cx.worker_id, &self.registry.queues())
+            .kinds(kinds.unwrap_or(&all))
+            .batch(batch)
+            .lease_seconds(self.lease_seconds)
     }
 
     /// Claims and runs one batch; one job's failure never stops the rest.
@@ -256,34 +264,86 @@ impl<'a, 'h, C: HttpClient> Worker<'a, 'h, C> {
         kinds: Option<&[&str]>,
     ) -> Result<BatchReport, ApiError> {
         let jobs = self.claim(batch, job_id, kinds).await?;
-        let outcomes = futures_util::future::join_all(jobs.iter().map(|job| self.process(job))).await;
-        let mut report = BatchReport {
-            claimed: jobs.len() as u32,
-            ..BatchReport::default()
-        };
-        for (job, (outcome, final_failure)) in jobs.iter().zip(&outcomes) {
-            match outcome {
-                JobOutcome::Complete(_) | JobOutcome::Completed => report.processed += 1,
-                JobOutcome::Fail { .. } | JobOutcome::Retry { .. } if *final_failure => report.failed += 1,
-                _ => {}
+        Ok(self.run_jobs(jobs, None).await.0)
+    }
+
+    /// Runs claimed jobs concurrently, as `run_batch` does. With `next =
+    /// Some((batch, kinds))` the batch's last completion also claims the
+    /// next batch (as `claim(batch, None, kinds)` would) in the same call
+    /// (`complete_and_claim`), saving a round trip and a commit per batch.
+    /// The first job's outcome is therefore recorded last, once every other
+    /// job has been given back, so the next batch's leases start only when
+    /// this batch is done.
+    ///
+    /// Returns the report (the same as `run_batch`'s for these jobs) and the
+    /// jobs claimed by the chained completion: `Some` (maybe empty: nothing
+    /// due now) when it went through, `None` when the chain did not happen
+    /// (not asked, no jobs, the first job did not end in `Complete`, its
+    /// lease was lost, or the call failed and the result was recorded alone).
+    pub async fn run_jobs(
+        &self,
+        jobs: Vec<ClaimedJob>,
+        next: Option<(u32, Option<&[&str]>)>,
+    ) -> (BatchReport, Option<Vec<ClaimedJob>>) {
+        let (outcomes, claimed) = match (next, jobs.split_first()) {
+            (Some((batch, kinds)), Some((first, rest))) => {
+                let ((handler, outcome), mut outcomes) = futures_util::future::join(
+                    self.attempt(first),
+                    futures_util::future::join_all(rest.iter().map(|job| self.process(job))),
+                )
+                .await;
+                let req = self.claim_request(batch, kinds);
+                let (first_outcome, claimed) = self.give_back_and_claim(handler, first, outcome, &req).await;
+                outcomes.insert(0, first_outcome);
+                (outcomes, claimed)
             }
-            report.events.push(json!({
-                "job_id": job.id, "kind": job.kind, "attempt": job.attempts,
-                "outcome": describe(outcome, *final_failure),
-            }));
-        }
-        Ok(report)
+            _ => (
+                futures_util::future::join_all(jobs.iter().map(|job| self.process(job))).await,
+                None,
+            ),
+        };
+        (report(&jobs, &outcomes), claimed)
     }
 
     /// Runs one job and records its outcome; also says whether it failed for good.
     pub async fn process(&self, job: &ClaimedJob) -> (JobOutcome, bool) {
+        let (handler, outcome) = self.attempt(job).await;
+        self.give_back(handler, job, outcome).await
+    }
+
+    /// Runs one job's handler without recording the outcome.
+    async fn attempt(&self, job: &ClaimedJob) -> (Option<&'a (dyn Registered<C> + 'h)>, JobOutcome) {
         let Some(handler) = self.registry.handler(job) else {
             // Claimed by kind, so only a registry/claim mismatch lands here.
             let reason = format!("no handler for {}/{}", job.queue, job.kind);
-            return self.give_back(None, job, JobOutcome::Fail { reason }).await;
+            return (None, JobOutcome::Fail { reason });
         };
-        let outcome = handler.run(job, &self.cx).await;
-        self.give_back(Some(handler), job, outcome).await
+        (Some(handler), handler.run(job, &self.cx).await)
+    }
+
+    /// `give_back`, except that a `Complete` is recorded with
+    /// `complete_and_claim(req)`; also returns the jobs that claimed.
+    async fn give_back_and_claim(
+        &self,
+        handler: Option<&'a (dyn Registered<C> + 'h)>,
+        job: &ClaimedJob,
+        outcome: JobOutcome,
+        req: &ClaimRequest,
+    ) -> ((JobOutcome, bool), Option<Vec<ClaimedJob>>) {
+        let JobOutcome::Complete(result) = &outcome else {
+            return (self.give_back(handler, job, outcome).await, None);
+        };
+        match self
+            .queue()
+            .complete_and_claim(&job.lease(), result.as_ref(), req)
+            .await
+        {
+            Ok(claimed) => ((outcome, false), Some(claimed)),
+            Err(QueueError::LeaseLost { .. }) => ((JobOutcome::LeaseLost, false), None),
+            // The call is one transaction and failed whole: the lease still
+            // holds, so the result is recorded alone and the caller claims.
+            Err(_) => (self.give_back(handler, job, outcome).await, None),
+        }
     }
 
     async fn give_back<'s>(
@@ -350,11 +410,248 @@ impl<'a, 'h, C: HttpClient> Worker<'a, 'h, C> {
     }
 }
 
+/// The report of a batch: `outcomes[i]` is `jobs[i]`'s.
+fn report(jobs: &[ClaimedJob], outcomes: &[(JobOutcome, bool)]) -> BatchReport {
+    let mut report = BatchReport {
+        claimed: jobs.len() as u32,
+        ..BatchReport::default()
+    };
+    for (job, (outcome, final_failure)) in jobs.iter().zip(outcomes) {
+        match outcome {
+            JobOutcome::Complete(_) | JobOutcome::Completed => report.processed += 1,
+            JobOutcome::Fail { .. } | JobOutcome::Retry { .. } if *final_failure => report.failed += 1,
+            _ => {}
+        }
+        report.events.push(json!({
+            "job_id": job.id, "kind": job.kind, "attempt": job.attempts,
+            "outcome": describe(outcome, *final_failure),
+        }));
+    }
+    report
+}
+
 fn describe(o: &JobOutcome, final_failure: bool) -> Value {
     match o {
         JobOutcome::Complete(_) | JobOutcome::Completed => json!("completed"),
         JobOutcome::Retry { reason, .. } if !final_failure => json!({ "retrying": reason }),
         JobOutcome::Retry { reason, .. } | JobOutcome::Fail { reason } => json!({ "failed": reason }),
         JobOutcome::LeaseLost => json!("lease_lost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
+
+    /// Ends each job as its payload's `"outcome"` says.
+    struct Scripted;
+
+    impl<C: HttpClient> JobHandler<C> for Scripted {
+        const QUEUE: &'static str = "test";
+        const KIND: &'static str = "scripted";
+        type Input = Value;
+
+        async fn run(&self, _job: &ClaimedJob, input: Value, _cx: &JobContext<'_, C>) -> JobOutcome {
+            match input["outcome"].as_str() {
+                Some("fail") => JobOutcome::Fail {
+                    reason: "scripted failure".into(),
+                },
+                _ => JobOutcome::Complete(Some(json!({"done": true}))),
+            }
+        }
+    }
+
+    fn job(n: u32, outcome: &str) -> ClaimedJob {
+        ClaimedJob {
+            id: format!("00000000-0000-4000-8000-00000000000{n}"),
+            queue: "test".into(),
+            kind: "scripted".into(),
+            payload: json!({ "outcome": outcome }),
+            priority: 0,
+            attempts: 1,
+            max_attempts: 3,
+            lease_token: format!("10000000-0000-4000-8000-00000000000{n}"),
+            lease_expires_at: "2026-11-22T00:01:00+00:00".into(),
+            owner_id: None,
+            created_at: "2026-11-22T00:00:00+00:00".into(),
+        }
+    }
+
+    /// A `public.jobs` row of job `n` in `status`.
+    fn job_row(n: u32, status: &str) -> String {
+        json!({
+            "id": format!("00000000-0000-4000-8000-00000000000{n}"), "seq": n, "queue": "test",
+            "kind": "scripted", "payload": {}, "priority": 0, "status": status, "attempts": 1,
+            "max_attempts": 3, "backoff_base_ms": 1000, "backoff_cap_ms": 600000,
+            "run_at": "2026-11-22T00:00:00+00:00", "pending_dependencies": 0, "worker_id": "w1",
+            "lease_token": format!("10000000-0000-4000-8000-00000000000{n}"),
+            "lease_expires_at": "2026-11-22T00:01:00+00:00", "progress": 0, "result": null,
+            "last_error": null, "dedup_key": null, "owner_id": null,
+            "created_at": "2026-11-22T00:00:00+00:00", "updated_at": "2026-11-22T00:00:00+00:00",
+            "started_at": "2026-11-22T00:00:00+00:00", "completed_at": null
+        })
+        .to_string()
+    }
+
+    /// PostgREST answering each queue function; `chained` answers
+    /// `complete_job_and_claim`.
+    fn queue_server(chained: impl Fn() -> (u16, String) + Send + Sync + 'static) -> FakeServer {
+        FakeServer::start(move |req, _| match req.url.rsplit('/').next() {
+            Some("complete_job_and_claim") => {
+                let (status, body) = chained();
+                json_response(status, &body)
+            }
+            Some("complete_job") => json_response(200, &job_row(1, "completed")),
+            // max_attempts is not reached on attempt 1, but a Fail is final.
+            Some("fail_job") => json_response(200, &job_row(1, "failed")),
+            _ => json_response(404, r#"{"code":"PGRST202","message":"no such function"}"#),
+        })
+    }
+
+    fn db(server: &FakeServer) -> Db<NativeClient> {
+        Db::new(
+            NativeClient,
+            &format!("{}/rest/v1", server.base_url),
+            "service-key",
+            "service-key",
+        )
+    }
+
+    /// The `/rpc/...` path and JSON body of every request, in order.
+    fn calls(server: &FakeServer) -> Vec<(String, Value)> {
+        server
+            .requests()
+            .iter()
+            .map(|r| {
+                let path = r
+                    .url
+                    .split_once("/rest/v1")
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_default();
+                (path, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+
+    fn paths(server: &FakeServer) -> Vec<String> {
+        calls(server).into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn run(
+        server: &FakeServer,
+        jobs: Vec<ClaimedJob>,
+        next: Option<(u32, Option<&[&str]>)>,
+    ) -> (BatchReport, Option<Vec<ClaimedJob>>) {
+        let db = db(server);
+        let registry = Registry::new().register(Scripted);
+        let worker = Worker::new(&registry, &db, &NativeClient, "w1", 30);
+        block_on(worker.run_jobs(jobs, next))
+    }
+
+    #[test]
+    fn a_chained_batch_of_one_completes_and_claims_in_one_call() {
+        let server = queue_server(|| (200, format!("[{}]", job_row(2, "processing"))));
+        let (report, next) = run(&server, vec![job(1, "complete")], Some((4, None)));
+        let (path, args) = calls(&server).remove(0);
+        assert_eq!(paths(&server), vec!["/rpc/complete_job_and_claim"]);
+        assert_eq!(path, "/rpc/complete_job_and_claim");
+        assert_eq!(
+            args,
+            json!({"p_job": job(1, "").id, "p_lease_token": job(1, "").lease_token,
+                   "p_result": {"done": true}, "p_worker": "w1", "p_queues": ["test"],
+                   "p_kinds": ["scripted"], "p_batch": 4, "p_lease_seconds": 30})
+        );
+        let next = next.unwrap_or_default();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].id, job(2, "").id);
+        assert_eq!((report.claimed, report.processed, report.failed), (1, 1, 0));
+    }
+
+    #[test]
+    fn the_chained_claim_asks_for_the_kinds_given() {
+        let server = queue_server(|| (200, "[]".into()));
+        let (_, next) = run(&server, vec![job(1, "complete")], Some((2, Some(&["scripted"]))));
+        assert_eq!(next, Some(Vec::new()));
+        assert_eq!(calls(&server)[0].1["p_kinds"], json!(["scripted"]));
+    }
+
+    #[test]
+    fn without_next_the_completion_is_complete_job_alone() {
+        let server = queue_server(|| (200, "[]".into()));
+        let (report, next) = run(&server, vec![job(1, "complete")], None);
+        assert_eq!(paths(&server), vec!["/rpc/complete_job"]);
+        assert_eq!(next, None);
+        assert_eq!(report.processed, 1);
+    }
+
+    #[test]
+    fn an_empty_batch_chains_nothing() {
+        let server = queue_server(|| (200, "[]".into()));
+        let (report, next) = run(&server, Vec::new(), Some((4, None)));
+        assert!(server.requests().is_empty());
+        assert_eq!((report, next), (BatchReport::default(), None));
+    }
+
+    #[test]
+    fn a_failed_chained_call_falls_back_to_complete_job() {
+        let server = queue_server(|| {
+            (
+                500,
+                r#"{"code":"XX000","message":"boom","details":null,"hint":null}"#.into(),
+            )
+        });
+        let (report, next) = run(&server, vec![job(1, "complete")], Some((4, None)));
+        assert_eq!(paths(&server), vec!["/rpc/complete_job_and_claim", "/rpc/complete_job"]);
+        assert_eq!(next, None);
+        assert_eq!(
+            (report.processed, report.events[0]["outcome"].clone()),
+            (1, json!("completed"))
+        );
+    }
+
+    #[test]
+    fn a_lost_lease_on_the_chained_call_drops_the_result_without_completing_again() {
+        let server = queue_server(|| {
+            (
+                400,
+                r#"{"code":"EQ409","message":"lease lost","details":null,"hint":null}"#.into(),
+            )
+        });
+        let (report, next) = run(&server, vec![job(1, "complete")], Some((4, None)));
+        assert_eq!(paths(&server), vec!["/rpc/complete_job_and_claim"]);
+        assert_eq!(next, None);
+        assert_eq!(report.processed, 0);
+        assert_eq!(report.events[0]["outcome"], "lease_lost");
+    }
+
+    #[test]
+    fn the_first_job_is_given_back_last_and_the_report_matches_an_unchained_run() {
+        let jobs = vec![job(1, "complete"), job(2, "fail"), job(3, "complete")];
+        let chained = queue_server(|| (200, "[]".into()));
+        let (chained_report, next) = run(&chained, jobs.clone(), Some((3, None)));
+        assert_eq!(
+            paths(&chained),
+            vec!["/rpc/fail_job", "/rpc/complete_job", "/rpc/complete_job_and_claim"]
+        );
+        assert_eq!(calls(&chained)[2].1["p_job"], json!(jobs[0].id));
+        assert_eq!(next, Some(Vec::new()));
+
+        let plain = queue_server(|| (200, "[]".into()));
+        let (plain_report, _) = run(&plain, jobs, None);
+        assert_eq!(chained_report, plain_report);
+        assert_eq!(
+            (plain_report.claimed, plain_report.processed, plain_report.failed),
+            (3, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_first_job_that_does_not_complete_is_given_back_as_usual_and_chains_nothing() {
+        let server = queue_server(|| (200, "[]".into()));
+        let (report, next) = run(&server, vec![job(1, "fail")], Some((4, None)));
+        assert_eq!(paths(&server), vec!["/rpc/fail_job"]);
+        assert_eq!(next, None);
+        assert_eq!(report.failed, 1);
     }
 }

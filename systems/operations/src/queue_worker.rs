@@ -3,7 +3,9 @@
 //! registers each system's job kinds, claims across all of them (or the
 //! `job_types` asked for) until the queues are empty (batch mode) or its
 //! time budget ends (continuous mode), heartbeating in the worker table,
-//! then requeues expired leases and cleans up.
+//! then requeues expired leases and cleans up. While another batch may
+//! start, a batch's last completion claims the next batch in the same call
+//! (`complete_job_and_claim`).
 //!
 //! The time budget: an edge function is killed at its wall clock (150 s on
 //! the free plan, 400 s on paid plans), and a call may start as late as half
@@ -18,7 +20,7 @@ use edgeworks_core::{ApiError, Clock, Method};
 use edgeworks_input::validate::{Field, Schema, Validate};
 use edgeworks_pipelines::PipelineSetup;
 use edgeworks_queue::housekeeping::{Housekeeping, BUCKET_IDLE_SECONDS, DEFAULT_RETENTION_SECONDS};
-use edgeworks_queue::{call_budget_ms, JobQueue, Registry, Worker, WorkerStatus};
+use edgeworks_queue::{call_budget_ms, ClaimedJob, JobQueue, Registry, Worker, WorkerStatus};
 use edgeworks_runtime::{Ctx, HostHttp};
 use edgeworks_service::{Access, Json, Route, ServiceDb, ServiceRole, Settings};
 use edgeworks_uploads::UploadJobs;
@@ -114,12 +116,26 @@ pub async fn handle(
     let started = ctx.elapsed_ms();
     let (mut processed, mut failed, mut iterations) = (0u32, 0u32, 0u32);
     let mut idle_sleep = IDLE_SLEEP_MIN_MS;
+    // The jobs a batch's last completion claimed (`Worker::run_jobs`): the
+    // next batch, claimed without a round trip of its own. Empty means
+    // nothing was due, as an empty claim does.
+    let mut chained: Option<Vec<ClaimedJob>> = None;
     loop {
         let elapsed = ctx.elapsed_ms().saturating_sub(started);
-        if elapsed + BATCH_MARGIN_MS.min(budget_ms / 2) >= budget_ms {
+        let may_start = elapsed + BATCH_MARGIN_MS.min(budget_ms / 2) < budget_ms;
+        // Jobs in hand are leased to us already: run them even past the
+        // margin rather than leave them to wait out their leases.
+        if !may_start && chained.as_ref().is_none_or(Vec::is_empty) {
             break;
         }
-        let report = worker.run_batch(batch, None, kinds.as_deref()).await?;
+        let jobs = match chained.take() {
+            Some(jobs) => jobs,
+            None => worker.claim(batch, None, kinds.as_deref()).await?,
+        };
+        // Chain the next claim only while another batch may start after this one.
+        let want_next = may_start.then_some((batch, kinds.as_deref()));
+        let (report, next) = worker.run_jobs(jobs, want_next).await;
+        chained = next;
         for event in &report.events {
             ctx.log().info("job processed", event.clone());
         }
@@ -204,8 +220,35 @@ mod tests {
 
     /// PostgREST with empty queues: claims find nothing, housekeeping finds nothing.
     fn empty_queues() -> FakeServer {
-        FakeServer::start(|req, _| match req.url.rsplit('/').next() {
-            Some("claim_jobs") => json_response(200, "[]"),
+        queues_holding(0)
+    }
+
+    /// A claimed housekeeping job (it runs against the fake and completes).
+    fn housekeeping_row(n: usize) -> String {
+        json!({
+            "id": format!("00000000-0000-4000-8000-{n:012}"), "queue": "maintenance",
+            "kind": "queue_housekeeping", "payload": {}, "priority": 0, "attempts": 1,
+            "max_attempts": 3, "lease_token": format!("10000000-0000-4000-8000-{n:012}"),
+            "lease_expires_at": "2026-01-01T00:01:00+00:00", "owner_id": null,
+            "created_at": "2026-01-01T00:00:00+00:00"
+        })
+        .to_string()
+    }
+
+    /// PostgREST whose queues hold `jobs` housekeeping jobs, handed out one
+    /// per claim (`claim_jobs` or a chained `complete_job_and_claim`).
+    fn queues_holding(jobs: usize) -> FakeServer {
+        let handed = std::sync::atomic::AtomicUsize::new(0);
+        let next_claim = move || {
+            let n = handed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < jobs {
+                json_response(200, &format!("[{}]", housekeeping_row(n)))
+            } else {
+                json_response(200, "[]")
+            }
+        };
+        FakeServer::start(move |req, _| match req.url.rsplit('/').next() {
+            Some("claim_jobs" | "complete_job_and_claim") => next_claim(),
             Some("queue_stats") => json_response(
                 200,
                 r#"{"queue":"chat","pending":0,"processing":0,"retrying":0,"completed":0,"failed":0,
@@ -265,6 +308,46 @@ mod tests {
         let mut registered: Vec<&str> = JOB_KINDS.to_vec();
         registered.sort_unstable();
         assert_eq!(kinds, registered, "one claim across every registered kind");
+    }
+
+    fn count(server: &FakeServer, function: &str) -> usize {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.url.ends_with(&format!("/rpc/{function}")))
+            .count()
+    }
+
+    #[test]
+    fn a_batchs_completion_claims_the_next_batch_and_an_empty_one_ends_batch_mode() {
+        let server = queues_holding(1);
+        let host = NativeHost::at(NOW);
+        let out = call(&server, &host, r#"{"batch_size": 1}"#);
+        assert_eq!(
+            (out["jobs_processed"].clone(), out["iterations"].clone()),
+            (json!(1), json!(1))
+        );
+        assert_eq!(count(&server, "claim_jobs"), 1);
+        assert_eq!(count(&server, "complete_job_and_claim"), 1);
+        assert_eq!(count(&server, "complete_job"), 0);
+    }
+
+    #[test]
+    fn jobs_a_completion_claimed_run_as_the_next_batch_without_a_claim() {
+        let server = queues_holding(3);
+        let host = NativeHost::at(NOW);
+        let out = call(&server, &host, r#"{"batch_size": 1}"#);
+        assert_eq!(
+            (out["jobs_processed"].clone(), out["iterations"].clone()),
+            (json!(3), json!(3))
+        );
+        assert_eq!(
+            count(&server, "claim_jobs"),
+            1,
+            "only the first batch is claimed on its own"
+        );
+        assert_eq!(count(&server, "complete_job_and_claim"), 3);
+        assert_eq!(count(&server, "complete_job"), 0);
     }
 
     #[test]
