@@ -2661,6 +2661,53 @@ export type Database = {
           isSetofReturn: false;
         };
       };
+      "complete_job_and_claim": {
+        Args: {
+          "p_batch"?: number;
+          "p_job": string;
+          "p_kinds"?: (string)[];
+          "p_lease_seconds"?: number;
+          "p_lease_token": string;
+          "p_queues": (string)[];
+          "p_result": Json;
+          "p_worker": string;
+        };
+        Returns: {
+          "attempts": number;
+          "backoff_base_ms": number;
+          "backoff_cap_ms": number;
+          "completed_at": string | null;
+          "created_at": string;
+          "dedup_key": string | null;
+          "fair_position": number;
+          "id": string;
+          "kind": string;
+          "last_error": string | null;
+          "lease_expires_at": string | null;
+          "lease_token": string | null;
+          "max_attempts": number;
+          "ordering_key": string | null;
+          "owner_id": string | null;
+          "payload": NonNullable<Json>;
+          "pending_dependencies": number;
+          "priority": number;
+          "progress": number;
+          "queue": string;
+          "result": Json | null;
+          "run_at": string;
+          "seq": number;
+          "started_at": string | null;
+          "status": string;
+          "updated_at": string;
+          "worker_id": string | null;
+        }[];
+        SetofOptions: {
+          from: "*";
+          to: "jobs";
+          isOneToOne: false;
+          isSetofReturn: true;
+        };
+      };
       "complete_jobs": {
         Args: { "p_completions": Json };
         Returns: {
