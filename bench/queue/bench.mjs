@@ -2,7 +2,7 @@
 // Postgres, same driver (node-postgres), same concurrency, trivial jobs.
 //
 //   node bench/queue/bench.mjs --db-url URL [--jobs 5000] [--concurrency 8] [--batches 1,50]
-//                              [--rounds 3] [--no-rest]
+//                              [--rounds 3] [--no-rest] [--no-chain]
 //
 // Run through `scripts/bench queue`, which installs the pinned packages, makes a
 // throwaway database with the migrations applied, and drops it afterwards.
@@ -11,7 +11,9 @@
 //   enqueue  N jobs from `concurrency` producers, b jobs per call
 //            (ours: enqueue_job / enqueue_jobs; graphile: addJob / addJobs)
 //   drain    the N jobs with `concurrency` workers
-//            (ours: claim_jobs(p_batch => b) then complete_job, or complete_jobs for b > 1;
+//            (ours: claim_jobs(p_batch => b), then for b = 1 complete_job_and_claim until
+//             nothing is left (--no-chain: complete_job and claim_jobs apart), for b > 1
+//             complete_jobs;
 //             graphile: run() with that concurrency; for b > 1 its localQueue of size b
 //             and completeJobBatchDelay 0, its own batching)
 // Each figure is the median of --rounds runs, the engines alternating. Besides jobs/s it
@@ -44,6 +46,9 @@ const BATCHES = (args.batches ?? "1,50").split(",").map((b) => int(b, "batches")
 const REST_URL = (process.env.SUPABASE_URL ?? "").replace(/\/+$/, "");
 const SERVICE_KEY = process.env.SUPABASE_SERVICE_ROLE_KEY ?? "";
 const SKIP_REST = args["no-rest"] === true;
+// Batch 1: chain each completion with the next claim (complete_job_and_claim, as
+// queue-worker does) unless --no-chain asks for separate claim_jobs + complete_job calls.
+const CHAIN = args["no-chain"] !== true;
 
 if (!DB_URL) fail("--db-url (or EDGEWORKS_DB_URL) is required");
 
@@ -204,7 +209,22 @@ async function oursDrain(pgPool, queue, batch) {
           values: [`bench-w${w}`, queue, batch],
         });
         if (rows.length === 0) return;
-        if (rows.length === 1) {
+        if (rows.length === 1 && CHAIN) {
+          // What queue-worker does while it has time for another batch: the completion
+          // claims the next job in the same call (one round trip and commit per job).
+          let held = rows[0];
+          for (;;) {
+            const next = await client.query({
+              name: "ew_complete_claim",
+              text:
+                "select id, lease_token from public.complete_job_and_claim($1, $2, null, $3, array[$4], null, 1, 60)",
+              values: [held.id, held.lease_token, `bench-w${w}`, queue],
+            });
+            done += 1;
+            if (next.rows.length === 0) return;
+            held = next.rows[0];
+          }
+        } else if (rows.length === 1) {
           await client.query({
             name: "ew_complete",
             text: "select 1 from public.complete_job($1, $2, null)",
@@ -276,9 +296,7 @@ async function benchGraphile(batch) {
     let failed = 0;
     let resolveDone;
     const allDone = new Promise((r) => (resolveDone = r));
-    const preset = batch > 1
-      ? { worker: { localQueue: { size: batch }, completeJobBatchDelay: 0 } }
-      : { worker: {} };
+    const preset = batch > 1 ? { worker: { localQueue: { size: batch }, completeJobBatchDelay: 0 } } : { worker: {} };
     let runner;
     const drain = await timed(async () => {
       runner = await run({
@@ -462,6 +480,11 @@ async function main() {
   }
   console.log(line);
   console.log("ours/gw > 1: ours faster. gw/ours (CPU) > 1: ours spends less database CPU per job.");
+  console.log(
+    CHAIN
+      ? "ours at batch 1: each completion claims the next job in the same call (complete_job_and_claim)."
+      : "ours at batch 1: claim_jobs and complete_job as separate calls (--no-chain).",
+  );
   console.log("WAL bytes per job (the server's, median):");
   for (const { batch, ours, gw } of results) {
     for (const phase of ["enqueue", "drain"]) {
