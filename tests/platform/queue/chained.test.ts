@@ -121,6 +121,47 @@ dbTest("bad claim arguments are refused before the completion", async (sql) => {
   assert.equal(row.lease_token, held.lease_token);
 });
 
+dbTest("the completion releases a dependent that the same call claims", async (sql) => {
+  const queue = queueName("chain_deps");
+  const first = await enqueue(sql, queue, "first");
+  const then = await enqueue(sql, queue, "then", { dependsOn: [first.id] });
+  const me = `${queue}-w`;
+  const [held] = await claim(sql, me, [queue]);
+  assert.equal(held.id, first.id);
+  // Blocked until the completion, claimed by it.
+  assert.deepEqual(await claim(sql, `${me}-other`, [queue]), []);
+  const [next] = await chain(sql, held, me, [queue]);
+  assert.equal(next.id, then.id);
+  assert.equal((await jobById(sql, first.id)).status, "completed");
+});
+
+dbTest("several queues, and a worker other than the holder, chain like claim_jobs", async (sql) => {
+  const [q1, q2] = [queueName("chain_multi"), queueName("chain_multi")];
+  const a = await enqueue(sql, q1, "work");
+  const b = await enqueue(sql, q2, "work", { priority: 5 });
+  const me = `${q1}-w`;
+  const [held] = await claim(sql, me, [q1]);
+  assert.equal(held.id, a.id);
+  // Handing over: another worker name claims with the completion, over two queues.
+  const successor = `${q1}-successor`;
+  const [next] = await chain(sql, held, successor, [q1, q2]);
+  assert.equal(next.id, b.id);
+  assert.equal(next.worker_id, successor);
+  assert.equal((await jobById(sql, a.id)).status, "completed");
+  const workers = await sql`
+    select id, status, queues, jobs_done::int from public.workers where id in (${me}, ${successor}) order by id`;
+  assert.deepEqual(workers.map((w) => [w.id, w.status, w.queues, w.jobs_done]), [
+    [successor, "active", [q1, q2], 0],
+    [me, "active", [q1], 1],
+  ]);
+  // And with one queue the successor's heartbeat names that queue.
+  const [last] = await chain(sql, next, successor, [q1]).then(async (r) => {
+    assert.deepEqual(r, []);
+    return await sql`select queues from public.workers where id = ${successor}`;
+  });
+  assert.deepEqual(last.queues, [q1]);
+});
+
 dbTest("6 chaining workers drain 3,000 jobs, each completed exactly once", async (sql) => {
   const queue = queueName("chain_drain");
   const JOBS = 3000;
