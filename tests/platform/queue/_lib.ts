@@ -169,6 +169,31 @@ export async function expireLease(sql: Sql, id: string): Promise<void> {
              where id = ${id} and status = 'processing'`;
 }
 
+/**
+ * The plans of every statement `work` runs, functions' inner statements included
+ * (auto_explain; with client_min_messages = log they come back as notices), for
+ * checking what a queue function reads. `work` runs in one transaction.
+ */
+export async function nestedPlans(work: (tx: Sql) => Promise<unknown>): Promise<string[]> {
+  const plans: string[] = [];
+  const own = postgres(DB_URL, {
+    max: 1,
+    onnotice: (n: { message?: string }) => plans.push(n.message ?? ""),
+  });
+  try {
+    await own.begin(async (tx) => {
+      await tx`load 'auto_explain'`;
+      await tx`set local auto_explain.log_min_duration = 0`;
+      await tx`set local auto_explain.log_nested_statements = on`;
+      await tx`set local client_min_messages = log`;
+      await work(tx as unknown as Sql);
+    });
+  } finally {
+    await own.end({ timeout: 5 });
+  }
+  return plans;
+}
+
 /** The SQLSTATE a call failed with (throws if it did not fail). */
 export async function sqlstate(p: Promise<unknown>): Promise<string> {
   try {

@@ -2,15 +2,14 @@
 // (what queue-worker does while it has time for another batch), and the claim's plan.
 
 import assert from "node:assert/strict";
-import postgres from "postgres"; // npm:postgres@3.4.9 via deno.json
 import {
   claim,
   connect,
-  DB_URL,
   dbTest,
   enqueue,
   jobById,
   type JobRow,
+  nestedPlans,
   queueName,
   type Sql,
   sqlstate,
@@ -204,47 +203,28 @@ dbTest("6 chaining workers drain 3,000 jobs, each completed exactly once", async
   assert.equal(w.done, JOBS);
 }, 2);
 
-dbTest("the claim reaches its rows through the primary key, never a join or a scan", async (_sql) => {
-  // auto_explain prints the plans of the statements inside claim_jobs; with
-  // client_min_messages = log they come back to this session as notices.
-  const plans: string[] = [];
-  const own = postgres(DB_URL, {
-    max: 1,
-    onnotice: (n: { message?: string }) => plans.push(n.message ?? ""),
-  });
-  try {
-    for (const queues of [[queueName("chain_plan")], [queueName("chain_plan"), queueName("chain_plan")]]) {
-      for (const q of queues) {
-        for (let i = 0; i < 3; i++) await enqueue(own, q, "work");
-      }
-      plans.length = 0;
-      await own.begin(async (tx) => {
-        await tx`load 'auto_explain'`;
-        await tx`set local auto_explain.log_min_duration = 0`;
-        await tx`set local auto_explain.log_nested_statements = on`;
-        await tx`set local client_min_messages = log`;
-        // Several calls, so the plan cache's generic plan is the one shown.
-        for (let i = 0; i < 3; i++) {
-          const got = await claim(tx as unknown as Sql, "planner", queues, 1);
-          assert.equal(got.length, 1);
-        }
-      });
-      const claims = plans.filter((p) => /Update on jobs/.test(p));
-      assert.equal(claims.length, 3, `expected three claim plans, got:\n${plans.join("\n---\n")}`);
-      for (const p of claims) {
-        // The update's only input is the primary-key lookup of the locked ids (the
-        // 20261201002000 claim joined them back, which a large table turned into a
-        // hash join sized from the claim index: 15-20 ms per claim).
-        assert.match(
-          p,
-          /Update on jobs j[^\n]*\n(?:\s+InitPlan[^\n]*\n\s+->\s+CTE Scan[^\n]*\n)?\s+->\s+Index Scan using jobs_pkey on jobs j[^\n]*\n\s+Index Cond: \(id = ANY/,
-          p,
-        );
-        assert.match(p, /jobs_claim_idx/);
-        assert.doesNotMatch(p, /Hash Join|Merge Join|Seq Scan on jobs/, p);
-      }
+dbTest("the claim reaches its rows through the primary key, never a join or a scan", async (sql) => {
+  for (const queues of [[queueName("chain_plan")], [queueName("chain_plan"), queueName("chain_plan")]]) {
+    for (const q of queues) {
+      for (let i = 0; i < 3; i++) await enqueue(sql, q, "work");
     }
-  } finally {
-    await own.end({ timeout: 5 });
+    // Several calls, so the plan cache's generic plan is the one shown.
+    const plans = await nestedPlans(async (tx) => {
+      for (let i = 0; i < 3; i++) assert.equal((await claim(tx, "planner", queues, 1)).length, 1);
+    });
+    const claims = plans.filter((p) => /Update on jobs/.test(p));
+    assert.equal(claims.length, 3, `expected three claim plans, got:\n${plans.join("\n---\n")}`);
+    for (const p of claims) {
+      // The update's only input is the primary-key lookup of the locked ids (the
+      // 20261201002000 claim joined them back, which a large table turned into a
+      // hash join sized from the claim index: 15-20 ms per claim).
+      assert.match(
+        p,
+        /Update on jobs j[^\n]*\n(?:\s+InitPlan[^\n]*\n\s+->\s+CTE Scan[^\n]*\n)?\s+->\s+Index Scan using jobs_pkey on jobs j[^\n]*\n\s+Index Cond: \(id = ANY/,
+        p,
+      );
+      assert.match(p, /jobs_claim_idx/);
+      assert.doesNotMatch(p, /Hash Join|Merge Join|Seq Scan on jobs/, p);
+    }
   }
 });
