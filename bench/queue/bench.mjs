@@ -372,7 +372,21 @@ async function benchRest(batch) {
       for (;;) {
         const rows = await rpc("claim_jobs", { p_worker: `bench-rest-w${w}`, p_queues: [queue], p_batch: batch });
         if (rows.length === 0) return;
-        if (rows.length === 1) {
+        if (rows.length === 1 && CHAIN) {
+          let held = rows[0];
+          for (;;) {
+            const next = await rpc("complete_job_and_claim", {
+              p_job: held.id,
+              p_lease_token: held.lease_token,
+              p_result: null,
+              p_worker: `bench-rest-w${w}`,
+              p_queues: [queue],
+            });
+            done += 1;
+            if (next.length === 0) return;
+            held = next[0];
+          }
+        } else if (rows.length === 1) {
           await rpc("complete_job", { p_job: rows[0].id, p_lease_token: rows[0].lease_token, p_result: null });
         } else {
           await rpc("complete_jobs", {
