@@ -74,7 +74,9 @@ if (!peerHandler) throw new Error("the peer did not call Deno.serve");
 const ts = peerHandler as (req: Request) => Promise<Response>;
 const rust = createHandler(glue, new URL("../../supabase/functions/health/pkg/health_bg.wasm", import.meta.url), {
   name: "health",
-  env: () => ({ ...env }),
+  // fetch is stubbed above; the adapter's direct client for SUPABASE_URL
+  // (http1.ts) would go to the wire, so this measures the fetch path.
+  env: () => ({ ...env, EDGEWORKS_HTTP_CLIENT: "fetch" }),
 });
 
 // Logs go nowhere: both sides write one line per request, the terminal is not measured.

@@ -168,6 +168,15 @@ ew_ensure_wal2json() {
   fi
 }
 
+# openssl for the TLS shim test (tests/shim/http1.test.ts makes a throwaway CA).
+ew_ensure_openssl() {
+  if ! command -v openssl >/dev/null; then
+    ew_log "installing openssl (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null \
+      || ew_die "could not install openssl"
+  fi
+}
+
 # Chromium for the upload client's browser test (driven by npm playwright-core
 # through executablePath; no browser download). Debian's build, pinned by the
 # release's archive.
