@@ -257,6 +257,31 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a malformed answer fails the exchange instead of waiting on it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const bad = [
+      "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+      "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nab",
+      "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+      "SMTP ready\r\n\r\n",
+    ];
+    const s = rawServer((n) => (n < bad.length ? [bad[n]] : []));
+    const pool = new Http1Pool(s.base);
+    try {
+      for (let i = 0; i < bad.length; i++) {
+        const f = await failure(pool.request("GET", `/${i}`, "", null, new Exchange()));
+        assert(f instanceof Http1Failure && !f.timeout, `answer ${i}: ${f}`);
+      }
+    } finally {
+      pool.close();
+      s.listener.close();
+    }
+  },
+});
+
+Deno.test({
   name: "https: the same exchange over TLS",
   sanitizeResources: false,
   sanitizeOps: false,

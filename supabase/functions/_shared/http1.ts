@@ -193,7 +193,7 @@ class Connection {
         const value = lines[i].slice(colon + 1).trim();
         headers += `${name}\n${value}\n`;
         if (name === "content-length") {
-          if (!/^\d+$/.test(value) || (length >= 0 && Number(value) !== length)) {
+          if (!/^\d{1,15}$/.test(value) || (length >= 0 && Number(value) !== length)) {
             throw new Http1Failure("a malformed content-length", false);
           }
           length = Number(value);
