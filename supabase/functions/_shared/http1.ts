@@ -62,6 +62,19 @@ export class Exchange {
   }
 }
 
+/** The pairs of a flat `name\nvalue\n...` header string (how headers cross the wasm boundary). */
+export function flatHeaderPairs(flat: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (let at = 0; at < flat.length;) {
+    const nameEnd = flat.indexOf("\n", at);
+    const valueEnd = flat.indexOf("\n", nameEnd + 1);
+    if (nameEnd < 0 || valueEnd < 0) break;
+    pairs.push([flat.slice(at, nameEnd), flat.slice(nameEnd + 1, valueEnd)]);
+    at = valueEnd + 1;
+  }
+  return pairs;
+}
+
 /** Headers the client writes itself; a caller's copy of them is dropped. */
 const OWN_HEADERS = new Set([
   "host",
@@ -314,13 +327,7 @@ export class Http1Pool {
   ): Promise<Http1Answer> {
     if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(method)) throw new Http1Failure(`not a method: ${method}`, false);
     let head = `${method} ${target} HTTP/1.1\r\nhost: ${this.host}\r\n`;
-    for (let at = 0; at < headers.length;) {
-      const nameEnd = headers.indexOf("\n", at);
-      const valueEnd = headers.indexOf("\n", nameEnd + 1);
-      if (nameEnd < 0 || valueEnd < 0) break;
-      const name = headers.slice(at, nameEnd);
-      const value = headers.slice(nameEnd + 1, valueEnd);
-      at = valueEnd + 1;
+    for (const [name, value] of flatHeaderPairs(headers)) {
       if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name) || /[\r\n\0]/.test(value)) {
         throw new Http1Failure(`the header ${JSON.stringify(name)} cannot be sent`, false);
       }

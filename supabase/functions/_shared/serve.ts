@@ -10,7 +10,7 @@
 // Deno.upgradeWebSocket and relays frames both ways). A trap mid-stream ends
 // an event stream with an `error` event and closes a socket with 1011.
 
-import { Exchange, Http1Failure, Http1Pool } from "./http1.ts";
+import { Exchange, flatHeaderPairs, Http1Failure, Http1Pool } from "./http1.ts";
 import { type Bytes, replyHeaders, WasmFunction, type WasmGlue, type WasmReply, type WasmResponse } from "./loader.ts";
 
 /** Supabase's edge runtime keeps an isolate alive while these promises run. */
@@ -212,14 +212,7 @@ function fetchExchange(
   payload: Bytes | null,
   timeoutMs: number,
 ): Promise<FetchReply> & { abort: () => void } {
-  const headers: [string, string][] = [];
-  for (let at = 0; at < flatHeaders.length;) {
-    const nameEnd = flatHeaders.indexOf("\n", at);
-    const valueEnd = flatHeaders.indexOf("\n", nameEnd + 1);
-    if (nameEnd < 0 || valueEnd < 0) break;
-    headers.push([flatHeaders.slice(at, nameEnd), flatHeaders.slice(nameEnd + 1, valueEnd)]);
-    at = valueEnd + 1;
-  }
+  const headers = flatHeaderPairs(flatHeaders);
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
