@@ -4,7 +4,7 @@
 // a deadline that passed is told apart from any other failure (Rust maps the
 // first to TransportError::Timeout, the second to Network), and the body it
 // was handed (a view of wasm memory) is copied before the call returns.
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import * as glue from "../fixtures/shim-fixture/pkg/shim_fixture.js";
 import { createHandler } from "../../supabase/functions/_shared/serve.ts";
 
@@ -19,14 +19,8 @@ const edgeFetch = (globalThis as unknown as {
   __edgeworksFetch: (m: string, u: string, h: string, b: Uint8Array, t: number) => Promise<Reply>;
 }).__edgeworksFetch;
 
-async function failure(p: Promise<Reply>): Promise<Failure> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Failure;
-  }
-  throw new Error("the exchange succeeded");
-}
+/** What the exchange rejected with. */
+const failure = async (p: Promise<Reply>) => (await assertRejects(() => p)) as Failure;
 
 Deno.test({
   name: "an exchange answers status, flat headers and body; the body sent is a copy",

@@ -3,7 +3,7 @@
 // SUPABASE_URL, fetch for anything else; bodies by length, chunks or close;
 // connections reused, and not reused when the server says so or closed them;
 // deadlines, drops and bad headers; TLS.
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import * as glue from "../fixtures/shim-fixture/pkg/shim_fixture.js";
 import { createHandler } from "../../supabase/functions/_shared/serve.ts";
 import { Exchange, Http1Failure, Http1Pool, IDLE_MS } from "../../supabase/functions/_shared/http1.ts";
@@ -19,14 +19,8 @@ const edgeFetch = () =>
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-async function failure(p: Promise<unknown>): Promise<Failure> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Failure;
-  }
-  throw new Error("the exchange succeeded");
-}
+/** What the exchange rejected with. */
+const failure = async (p: Promise<unknown>) => (await assertRejects(() => p)) as Failure;
 
 /** A project stand-in: counts connections, echoes what it got, streams, stalls. */
 function project() {

@@ -636,7 +636,7 @@ fn check_uuid(job_id: &str) -> Result<(), QueueError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
 
@@ -658,7 +658,26 @@ mod tests {
         .to_string()
     }
 
-    fn db(server: &FakeServer) -> Db<NativeClient> {
+    /// The lease the tests hold on JOB.
+    fn held_lease() -> Lease {
+        Lease {
+            job_id: JOB.into(),
+            token: TOKEN.into(),
+        }
+    }
+
+    /// PostgREST refusing a stale lease, as complete_job's EQ409 reaches it.
+    fn lease_lost_server() -> FakeServer {
+        FakeServer::start(|_, _| {
+            json_response(
+                400,
+                r#"{"code":"EQ409","message":"lease lost: job is not processing under this lease token","details":"job status is retrying","hint":null}"#,
+            )
+        })
+    }
+
+    /// A Db against a fake PostgREST (also the worker tests').
+    pub(crate) fn db(server: &FakeServer) -> Db<NativeClient> {
         Db::new(
             NativeClient,
             &format!("{}/rest/v1", server.base_url),
@@ -772,17 +791,9 @@ mod tests {
 
     #[test]
     fn stale_lease_refusal_is_lease_lost_and_a_409() {
-        let server = FakeServer::start(|_, _| {
-            json_response(
-                400,
-                r#"{"code":"EQ409","message":"lease lost: job is not processing under this lease token","details":"job status is retrying","hint":null}"#,
-            )
-        });
+        let server = lease_lost_server();
         let db = db(&server);
-        let lease = Lease {
-            job_id: JOB.into(),
-            token: TOKEN.into(),
-        };
+        let lease = held_lease();
         let err = block_on(JobQueue::new(&db).complete(&lease, Some(&json!({"ok": true})))).unwrap_err();
         assert!(matches!(&err, QueueError::LeaseLost { job_id, .. } if job_id == JOB));
         let api = ApiError::from(err);
@@ -799,10 +810,7 @@ mod tests {
     fn complete_and_claim_sends_the_completion_and_the_claim_in_one_call() {
         let server = FakeServer::start(|_, _| json_response(200, "[]"));
         let db = db(&server);
-        let lease = Lease {
-            job_id: JOB.into(),
-            token: TOKEN.into(),
-        };
+        let lease = held_lease();
         let req = ClaimRequest::new("w1", &["chat", "maintenance"])
             .batch(3)
             .lease_seconds(45)
@@ -846,17 +854,9 @@ mod tests {
 
     #[test]
     fn complete_and_claim_with_a_stale_lease_is_lease_lost() {
-        let server = FakeServer::start(|_, _| {
-            json_response(
-                400,
-                r#"{"code":"EQ409","message":"lease lost: job is not processing under this lease token","details":"job status is retrying","hint":null}"#,
-            )
-        });
+        let server = lease_lost_server();
         let db = db(&server);
-        let lease = Lease {
-            job_id: JOB.into(),
-            token: TOKEN.into(),
-        };
+        let lease = held_lease();
         let req = ClaimRequest::new("w1", &["chat"]);
         let err = block_on(JobQueue::new(&db).complete_and_claim(&lease, None, &req)).unwrap_err();
         assert!(
@@ -968,10 +968,7 @@ mod tests {
         let row = job_row("retrying").replace(&format!("\"lease_token\":\"{TOKEN}\""), "\"lease_token\":null");
         let server = FakeServer::start(move |_, _| json_response(200, &row));
         let db = db(&server);
-        let lease = Lease {
-            job_id: JOB.into(),
-            token: TOKEN.into(),
-        };
+        let lease = held_lease();
         let job = block_on(JobQueue::new(&db).fail(&lease, "rate limited", true, Some(1500))).unwrap();
         assert_eq!(job.status, JobStatus::Retrying);
         assert_eq!(job.lease_token, None);
@@ -1067,10 +1064,7 @@ mod tests {
     fn report_progress_refuses_more_than_100_locally() {
         let server = FakeServer::start(|_, _| json_response(200, "101"));
         let db = db(&server);
-        let lease = Lease {
-            job_id: JOB.into(),
-            token: TOKEN.into(),
-        };
+        let lease = held_lease();
         let err = block_on(JobQueue::new(&db).report_progress(&lease, 101)).unwrap_err();
         assert!(matches!(err, QueueError::InvalidArgument(_)));
         assert!(server.requests().is_empty());

@@ -442,6 +442,7 @@ fn describe(o: &JobOutcome, final_failure: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::tests::db;
     use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
 
     /// Ends each job as its payload's `"outcome"` says.
@@ -507,15 +508,6 @@ mod tests {
             Some("fail_job") => json_response(200, &job_row(1, "failed")),
             _ => json_response(404, r#"{"code":"PGRST202","message":"no such function"}"#),
         })
-    }
-
-    fn db(server: &FakeServer) -> Db<NativeClient> {
-        Db::new(
-            NativeClient,
-            &format!("{}/rest/v1", server.base_url),
-            "service-key",
-            "service-key",
-        )
     }
 
     /// The `/rpc/...` path and JSON body of every request, in order.
