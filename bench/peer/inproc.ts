@@ -5,13 +5,19 @@
 //   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR]
 //
 // Paths: `fixed` (PUT -> 405: what every request pays before any work), `preflight`
-// (OPTIONS, the CORS answer, also refused before any work) and `health`
-// (GET: rate limit + rpc/health_ping; the Rust one makes them one rpc/health_check). The
-// environment is a realistic one (the stack's variables plus padding to ~50), the same for both. Figures: process CPU (utime + stime,
-// every thread) per request, median of the rounds, the sides alternating.
+// (OPTIONS, the CORS answer, also refused before any work), `health`
+// (GET: rate limit + rpc/health_ping; the Rust one makes them one rpc/health_check) and
+// `chat-submit` (POST as a signed-in user: validation and cleaning, the JWT, then
+// rpc/rate_limit_take + rpc/chat_submit for the peer, one rpc/chat_submit_limited for
+// Rust, each answered what the SQL answers). The environment is a realistic one (the
+// stack's variables plus padding to ~50), the same for both. Figures: process CPU
+// (utime + stime, every thread) per request, median of the rounds, the sides alternating.
 
-import * as glue from "../../supabase/functions/health/pkg/health.js";
+import * as healthGlue from "../../supabase/functions/health/pkg/health.js";
+import * as chatSubmitGlue from "../../supabase/functions/chat-submit/pkg/chat_submit.js";
 import { createHandler } from "../../supabase/functions/_shared/serve.ts";
+import type { WasmGlue } from "../../supabase/functions/_shared/loader.ts";
+import { userAccessToken } from "../../scripts/local/jwt.ts";
 
 const args = Deno.args;
 const opt = (name: string, dflt: string) => {
@@ -38,6 +44,8 @@ const env: Record<string, string> = {
   ENVIRONMENT: "development",
   RATE_LIMIT_HEALTH: "1000000/1000000",
   RATE_LIMIT_HEALTH_TS: "1000000/1000000",
+  RATE_LIMIT_CHAT_SUBMIT: "1000000/1000000",
+  RATE_LIMIT_CHAT_SUBMIT_TS: "1000000/1000000",
 };
 for (let i = 0; Object.keys(env).length < 50; i++) env[`BENCH_SETTING_${i}`] = `value-${i}-${"x".repeat(20)}`;
 for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
@@ -60,6 +68,23 @@ globalThis.fetch = (input: RequestInfo | URL, init?: RequestInit): Promise<Respo
       rate_limit: { allowed: true, tokens: 999_999 },
     });
   }
+  // What chat_submit answers for a new session (private.chat_queue_timing's fields
+  // included); chat_submit_limited adds the token it took.
+  const submitted = {
+    job_id: "0b4f5e0c-7d1e-4f57-9a43-2f0d8a1c6e11",
+    status: "pending",
+    samples: 0,
+    session_id: "bench-session",
+    queue_position: 1,
+    max_questions: 10,
+    active_workers: 0,
+    question_count: 1,
+    avg_processing_ms: 0,
+  };
+  if (url.includes("/rpc/chat_submit_limited")) {
+    return json({ ...submitted, rate_limit: { allowed: true, tokens: 999_999 } });
+  }
+  if (url.includes("/rpc/chat_submit")) return json(submitted);
   return realFetch(input, init);
 };
 
@@ -69,14 +94,39 @@ let peerHandler: ((req: Request) => Promise<Response>) | null = null;
   peerHandler = (typeof a === "function" ? a : b) as (req: Request) => Promise<Response>;
   return { finished: Promise.resolve(), shutdown: () => Promise.resolve() };
 };
-await import(`${PEERS}/health-ts/index.ts`);
-if (!peerHandler) throw new Error("the peer did not call Deno.serve");
-const ts = peerHandler as (req: Request) => Promise<Response>;
-const rust = createHandler(glue, new URL("../../supabase/functions/health/pkg/health_bg.wasm", import.meta.url), {
-  name: "health",
-  // fetch is stubbed above; the adapter's direct client for SUPABASE_URL
-  // (http1.ts) would go to the wire, so this measures the fetch path.
-  env: () => ({ ...env, EDGEWORKS_HTTP_CLIENT: "fetch" }),
+type Handler = (req: Request) => Promise<Response>;
+async function peer(name: string): Promise<Handler> {
+  peerHandler = null;
+  await import(`${PEERS}/${name}/index.ts`);
+  const handler = peerHandler as Handler | null;
+  if (!handler) throw new Error(`the peer ${name} did not call Deno.serve`);
+  return handler;
+}
+const rustFunction = (name: string, glue: WasmGlue, wasm: string): Handler =>
+  createHandler(glue, new URL(`../../supabase/functions/${name}/pkg/${wasm}`, import.meta.url), {
+    name,
+    // fetch is stubbed above; the adapter's direct client for SUPABASE_URL
+    // (http1.ts) would go to the wire, so this measures the fetch path.
+    env: () => ({ ...env, EDGEWORKS_HTTP_CLIENT: "fetch" }),
+  });
+const sides = {
+  health: {
+    ts: await peer("health-ts"),
+    rust: rustFunction("health", healthGlue, "health_bg.wasm"),
+  },
+  chatSubmit: {
+    ts: await peer("chat-submit-ts"),
+    rust: rustFunction("chat-submit", chatSubmitGlue, "chat_submit_bg.wasm"),
+  },
+};
+// The stack's demo user, as scripts/serve mints it.
+const userToken = await userAccessToken({
+  secret: env.SUPABASE_JWT_SECRET,
+  apiUrl: env.SUPABASE_URL,
+  sub: "00000000-0000-4000-8000-000000000001",
+  email: "demo@edgeworks.local",
+  expiresIn: 24 * 3600,
+  extra: { app_metadata: { provider: "email" } },
 });
 
 // Logs go nowhere: both sides write one line per request, the terminal is not measured.
@@ -91,14 +141,31 @@ function cpuMs(): number {
 }
 
 const headers = { "x-forwarded-for": "10.0.0.1", authorization: `Bearer ${env.SUPABASE_ANON_KEY}` };
-const paths: Record<string, () => Request> = {
-  fixed: () => new Request("http://127.0.0.1:8000/health", { method: "PUT", headers }),
-  preflight: () =>
-    new Request("http://127.0.0.1:8000/health", {
-      method: "OPTIONS",
-      headers: { origin: "http://app.example", "access-control-request-method": "GET" },
-    }),
-  health: () => new Request("http://127.0.0.1:8000/health", { headers }),
+let asked = 0;
+const paths: Record<string, [{ ts: Handler; rust: Handler }, () => Request]> = {
+  fixed: [sides.health, () => new Request("http://127.0.0.1:8000/health", { method: "PUT", headers })],
+  preflight: [
+    sides.health,
+    () =>
+      new Request("http://127.0.0.1:8000/health", {
+        method: "OPTIONS",
+        headers: { origin: "http://app.example", "access-control-request-method": "GET" },
+      }),
+  ],
+  health: [sides.health, () => new Request("http://127.0.0.1:8000/health", { headers })],
+  // As the load bench asks it (bench.ts): a new session and question each time.
+  "chat-submit": [sides.chatSubmit, () => {
+    const i = asked++;
+    return new Request("http://127.0.0.1:8000/chat-submit", {
+      method: "POST",
+      headers: {
+        "x-forwarded-for": "10.0.0.1",
+        authorization: `Bearer ${userToken}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ session_id: `pb-inproc-${i}`, message: `What is ${i} plus ${i}? Answer briefly.` }),
+    });
+  }],
 };
 
 async function round(handler: (req: Request) => Promise<Response>, make: () => Request, n: number): Promise<number> {
@@ -109,7 +176,16 @@ async function round(handler: (req: Request) => Promise<Response>, make: () => R
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 out(`in-process, I/O stubbed; ${N} requests per round, median of ${ROUNDS} alternating rounds; CPU µs per request`);
-for (const [name, make] of Object.entries(paths)) {
+const only = opt("--paths", "");
+for (const [name, [{ ts, rust }, make]] of Object.entries(paths)) {
+  if (only && !only.split(",").includes(name)) continue;
+  // Both sides must give the same answer, or the figures compare different work.
+  const [a, b] = [await rust(make()), await ts(make())];
+  if (a.status !== b.status) {
+    throw new Error(`${name}: rust answered ${a.status} ${await a.text()}, ts ${b.status} ${await b.text()}`);
+  }
+  await a.arrayBuffer();
+  await b.arrayBuffer();
   await round(rust, make, 500);
   await round(ts, make, 500);
   const r: number[] = [];
@@ -124,7 +200,7 @@ for (const [name, make] of Object.entries(paths)) {
     }
   }
   out(
-    `  ${name.padEnd(9)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
+    `  ${name.padEnd(11)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
       median(t).toFixed(0).padStart(5)
     } µs   rust/ts ${(median(r) / median(t)).toFixed(2)}`,
   );
