@@ -11,7 +11,7 @@
 use edgeworks_core::http_client::{HttpClient, TransportError};
 use edgeworks_core::{ApiError, Request};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -150,6 +150,28 @@ impl<C: HttpClient> Db<C> {
         self.execute(self.rpc_builder(function, body.to_string())).await
     }
 
+    /// [`Db::rpc`] with the arguments serialised straight from a type, no
+    /// JSON tree in between. The type must leave out the arguments it has no
+    /// value for (`#[serde(skip_serializing_if = "Option::is_none")]`), for
+    /// the reason [`Db::rpc`] leaves out nulls.
+    pub async fn rpc_with<A: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<T, DbError> {
+        let (status, body) = self.rpc_send(function, args).await?;
+        decode(status, &body)
+    }
+
+    /// An `/rpc` call as [`Db::rpc_with`] makes it, answered with the status
+    /// and raw body (errors decoded), for a caller that decodes the answer
+    /// itself (with [`decode`]).
+    pub async fn rpc_send<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> Result<(u16, Vec<u8>), DbError> {
+        let body =
+            serde_json::to_string(args).map_err(|e| DbError::Decode(format!("could not encode arguments: {e}")))?;
+        self.send(self.rpc_builder(function, body)).await
+    }
+
     /// The request of an `/rpc` call with `body` (a JSON object) as it is.
     pub fn rpc_builder(&self, function: &str, body: String) -> Builder {
         Builder::new(
@@ -203,7 +225,9 @@ fn api_error(status: u16, body: &[u8]) -> DbError {
     }
 }
 
-fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, DbError> {
+/// A PostgREST answer decoded as [`Db::execute`] decodes it (an empty body
+/// or a 204 is JSON null).
+pub fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, DbError> {
     let body: &[u8] = if body.is_empty() || status == 204 {
         b"null"
     } else {

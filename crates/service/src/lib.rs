@@ -23,7 +23,7 @@ pub use extract::{
     env_number, FromEnv, FromRequest, IntoReply, Json, JsonOrQuery, LastEventId, Parts, Query, ServiceDb, ServiceRole,
     Settings, User, UserDb, WebSocketUpgrade,
 };
-pub use limit::{rate_limit, RateTicket};
+pub use limit::{rate_limit, RateArgs, RateTicket};
 pub use route::{run, Access, Gate, Handler, Route, Verify};
 
 #[doc(hidden)]

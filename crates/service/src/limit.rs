@@ -20,6 +20,7 @@ use edgeworks_auth::ratelimit::{limit_key, ClientIpSource, Decision, Limit};
 use edgeworks_core::{ApiError, Request};
 use edgeworks_db::DbError;
 use edgeworks_runtime::Ctx;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -169,6 +170,13 @@ impl RateTicket {
         obj.insert("p_rate_refill_per_sec".into(), json!(t.map(|t| t.limit.refill_per_sec)));
     }
 
+    /// The same four arguments as [`RateTicket::add_args`], for an argument
+    /// struct that is serialised directly (`#[serde(flatten)]`); without a
+    /// ticket it writes none, so the SQL defaults (null: no token) apply.
+    pub fn args(ticket: Option<&RateTicket>) -> RateArgs<'_> {
+        RateArgs(ticket.map(|t| &*t.0))
+    }
+
     fn record(&self, allowed: bool, tokens: f64) -> Result<(), ApiError> {
         let d = Decision::from_tokens(allowed, tokens, self.0.cost, self.0.limit);
         self.0.spent.set(Some(d));
@@ -179,7 +187,14 @@ impl RateTicket {
     /// `Err(429)` when refused. An answer without one leaves the ticket
     /// unspent (the pipeline then takes the token itself).
     pub fn settle(&self, answer: &mut Value) -> Result<(), ApiError> {
-        let Some(rl) = answer.as_object_mut().and_then(|o| o.remove("rate_limit")) else {
+        let rl = answer.as_object_mut().and_then(|o| o.remove("rate_limit"));
+        self.settle_member(rl.as_ref())
+    }
+
+    /// [`RateTicket::settle`] for an answer decoded into a type of its own:
+    /// `rate_limit` is that answer's `rate_limit` member, if it had one.
+    pub fn settle_member(&self, rate_limit: Option<&Value>) -> Result<(), ApiError> {
+        let Some(rl) = rate_limit else {
             return Ok(());
         };
         match (
@@ -209,6 +224,24 @@ impl RateTicket {
             }
         }
         Ok(e)
+    }
+}
+
+/// The rate-limit arguments of a limited SQL function (see
+/// [`RateTicket::args`]).
+pub struct RateArgs<'a>(Option<&'a Ticket>);
+
+impl Serialize for RateArgs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(t) = self.0 else {
+            return serializer.serialize_map(Some(0))?.end();
+        };
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("p_rate_key", &t.key)?;
+        map.serialize_entry("p_rate_cost", &t.cost)?;
+        map.serialize_entry("p_rate_capacity", &t.limit.capacity)?;
+        map.serialize_entry("p_rate_refill_per_sec", &t.limit.refill_per_sec)?;
+        map.end()
     }
 }
 

@@ -104,19 +104,43 @@ pub async fn handle(
         "question queued",
         json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }),
     );
-    let answer = Response::ok(&json!({
-        "job_id": done.job_id,
-        "status": "pending",
-        "estimated_duration_ms": estimate,
-        "queue_position": done.queue_position,
-        "session_id": done.session_id,
-        "questions_remaining": done.max_questions.saturating_sub(done.question_count),
-    }));
+    let answer = Response::json(
+        200,
+        &Answer {
+            data: Queued {
+                estimated_duration_ms: estimate,
+                job_id: &done.job_id,
+                questions_remaining: done.max_questions.saturating_sub(done.question_count),
+                queue_position: done.queue_position,
+                session_id: &done.session_id,
+                status: "pending",
+            },
+            success: true,
+        },
+    );
     Ok(if done.replayed {
         answer.with_header("idempotent-replayed", "true")
     } else {
         answer
     })
+}
+
+/// The `{"success": true, "data": ...}` answer, serialised straight from
+/// these types (keys in the order a JSON object tree would give them).
+#[derive(Serialize)]
+struct Answer<'a> {
+    data: Queued<'a>,
+    success: bool,
+}
+
+#[derive(Serialize)]
+struct Queued<'a> {
+    estimated_duration_ms: u64,
+    job_id: &'a str,
+    questions_remaining: u32,
+    queue_position: u32,
+    session_id: &'a str,
+    status: &'static str,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +251,10 @@ pub struct Submitted {
     /// True when an Idempotency-Key's first answer came back.
     #[serde(default)]
     pub replayed: bool,
+    /// `chat_submit_limited`'s decision on the rate-limit token, if it
+    /// took one (read by [`RateTicket::settle_member`]).
+    #[serde(default, skip_serializing)]
+    pub rate_limit: Option<Value>,
 }
 
 /// Maps the chat SQL functions' SQLSTATEs to client errors.
@@ -285,7 +313,7 @@ pub async fn submit<C: HttpClient>(
     settings: &Settings,
     idempotency_key: Option<&str>,
 ) -> Result<Submitted, ApiError> {
-    db.rpc("chat_submit", &submit_args(user_id, req, settings, idempotency_key))
+    db.rpc_with("chat_submit", &submit_args(user_id, req, settings, idempotency_key))
         .await
         .map_err(map_chat_error)
 }
@@ -301,33 +329,79 @@ pub async fn submit_limited<C: HttpClient>(
     settings: &Settings,
     idempotency_key: Option<&str>,
 ) -> Result<Submitted, ApiError> {
-    let mut args = submit_args(user_id, req, settings, idempotency_key);
-    RateTicket::add_args(ticket, &mut args);
-    let answer = db.rpc::<Value>("chat_submit_limited", &args).await;
-    let mut answer = match (answer, ticket) {
-        (Ok(a), _) => a,
+    let args = LimitedArgs {
+        submit: submit_args(user_id, req, settings, idempotency_key),
+        rate: RateTicket::args(ticket),
+    };
+    let (status, body) = match (db.rpc_send("chat_submit_limited", &args).await, ticket) {
+        (Ok(answer), _) => answer,
         (Err(e), Some(t)) => return Err(map_chat_error(t.settle_error(e)?)),
         (Err(e), None) => return Err(map_chat_error(e)),
     };
+    // The work's answer decodes straight into its type; an answer that does
+    // not (a refusal is only `{"rate_limit": ...}`) is read as JSON first,
+    // so the decision in it is settled before the shape is judged.
+    let mut done = match edgeworks_db::decode::<Submitted>(status, &body) {
+        Ok(done) => done,
+        Err(_) => {
+            let mut answer: Value = edgeworks_db::decode(status, &body).map_err(ApiError::from)?;
+            if let Some(t) = ticket {
+                t.settle(&mut answer)?;
+            }
+            return serde_json::from_value(answer).map_err(|e| ApiError::from(DbError::Decode(e.to_string())));
+        }
+    };
+    let rate_limit = done.rate_limit.take();
     if let Some(t) = ticket {
-        t.settle(&mut answer)?;
+        t.settle_member(rate_limit.as_ref())?;
     }
-    serde_json::from_value(answer).map_err(|e| ApiError::from(DbError::Decode(e.to_string())))
+    Ok(done)
 }
 
-fn submit_args(user_id: &str, req: &SubmitRequest, settings: &Settings, idempotency_key: Option<&str>) -> Value {
-    json!({
-        "p_user": user_id,
-        "p_session_id": req.session_id,
-        "p_message": req.message,
-        "p_field_id": req.field_id,
-        "p_priority": req.priority.unwrap_or(0),
-        "p_max_questions": settings.max_questions,
-        "p_session_max_age_seconds": settings.session_max_age_seconds,
-        "p_max_attempts": settings.max_attempts,
-        "p_backoff_base_ms": settings.retry_base_ms,
-        "p_idempotency_key": idempotency_key,
-    })
+/// `chat_submit`'s arguments; a `None` is left out (its SQL default applies).
+#[derive(Serialize)]
+struct SubmitArgs<'a> {
+    p_user: &'a str,
+    p_session_id: &'a str,
+    p_message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p_field_id: Option<&'a str>,
+    p_priority: i64,
+    p_max_questions: u32,
+    p_session_max_age_seconds: u32,
+    p_max_attempts: u32,
+    p_backoff_base_ms: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p_idempotency_key: Option<&'a str>,
+}
+
+/// `chat_submit_limited`'s: `chat_submit`'s and the rate-limit token's.
+#[derive(Serialize)]
+struct LimitedArgs<'a> {
+    #[serde(flatten)]
+    submit: SubmitArgs<'a>,
+    #[serde(flatten)]
+    rate: edgeworks_service::RateArgs<'a>,
+}
+
+fn submit_args<'a>(
+    user_id: &'a str,
+    req: &'a SubmitRequest,
+    settings: &Settings,
+    idempotency_key: Option<&'a str>,
+) -> SubmitArgs<'a> {
+    SubmitArgs {
+        p_user: user_id,
+        p_session_id: &req.session_id,
+        p_message: &req.message,
+        p_field_id: req.field_id.as_deref(),
+        p_priority: req.priority.unwrap_or(0),
+        p_max_questions: settings.max_questions,
+        p_session_max_age_seconds: settings.session_max_age_seconds,
+        p_max_attempts: settings.max_attempts,
+        p_backoff_base_ms: settings.retry_base_ms,
+        p_idempotency_key: idempotency_key,
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +479,95 @@ mod tests {
             map_chat_error(api("EC409", "session_field_mismatch")).code(),
             "session_field_mismatch"
         );
+    }
+
+    // submit_limited against a fake PostgREST: the arguments it sends and
+    // how it reads the answer with the rate-limit decision in it.
+
+    use edgeworks_auth::ratelimit::Limit;
+    use edgeworks_testkit::{block_on, json_response, FakeServer, NativeClient};
+
+    const SUBMITTED: &str = r#"{"job_id": "j1", "status": "pending", "samples": 0, "session_id": "s1",
+        "queue_position": 2, "max_questions": 10, "active_workers": 1, "question_count": 3,
+        "avg_processing_ms": 0, "rate_limit": {"allowed": true, "tokens": 4.5}}"#;
+
+    fn limited(status: u16, answer: &'static str, ticket: Option<&RateTicket>) -> (Result<Submitted, ApiError>, Value) {
+        let server = FakeServer::start(move |_, _| json_response(status, answer));
+        let db = Db::new(NativeClient, &format!("{}/rest/v1", server.base_url), "k", "k");
+        let req = SubmitRequest {
+            session_id: "s1".into(),
+            message: "hi".into(),
+            field_id: None,
+            priority: None,
+        };
+        let result = block_on(submit_limited(&db, ticket, "u1", &req, &Settings::default(), None));
+        let sent = serde_json::from_slice(&server.requests()[0].body).unwrap();
+        (result, sent)
+    }
+
+    fn ticket() -> RateTicket {
+        RateTicket::new(
+            "chat-submit:user:u1".into(),
+            1,
+            Limit::parse("5/1", "RATE_LIMIT_X").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_limited_submit_sends_the_work_and_the_token_and_reads_both_answers() {
+        let t = ticket();
+        let (result, sent) = limited(200, SUBMITTED, Some(&t));
+        let done = result.unwrap();
+        assert_eq!(
+            (done.job_id.as_str(), done.queue_position, done.question_count),
+            ("j1", 2, 3)
+        );
+        assert!(
+            done.rate_limit.is_none(),
+            "the decision is the ticket's, not the answer's"
+        );
+        let d = t.decision().expect("the ticket was spent");
+        assert_eq!((d.allowed, d.remaining), (true, 4));
+        assert_eq!(
+            sent,
+            json!({"p_user": "u1", "p_session_id": "s1", "p_message": "hi", "p_priority": 0,
+                   "p_max_questions": 10, "p_session_max_age_seconds": 86_400, "p_max_attempts": 4,
+                   "p_backoff_base_ms": 1_000, "p_rate_key": "chat-submit:user:u1", "p_rate_cost": 1,
+                   "p_rate_capacity": 5, "p_rate_refill_per_sec": 1.0}),
+            "absent optional arguments are left out, not sent as null"
+        );
+    }
+
+    #[test]
+    fn without_a_ticket_no_rate_arguments_are_sent() {
+        let (result, sent) = limited(200, SUBMITTED, None);
+        assert_eq!(result.unwrap().job_id, "j1");
+        assert!(sent.get("p_rate_key").is_none());
+        assert!(sent.get("p_field_id").is_none());
+    }
+
+    #[test]
+    fn a_refusal_in_the_answer_is_429() {
+        let t = ticket();
+        let (result, _) = limited(200, r#"{"rate_limit": {"allowed": false, "tokens": 0.25}}"#, Some(&t));
+        let Err(e) = result else {
+            panic!("a refusal was accepted")
+        };
+        assert_eq!((e.status(), e.code()), (429, "rate_limited"));
+    }
+
+    #[test]
+    fn an_answer_of_another_shape_is_a_500() {
+        let t = ticket();
+        let (result, _) = limited(200, r#"{"rate_limit": {"allowed": true, "tokens": 3}}"#, Some(&t));
+        let Err(e) = result else {
+            panic!("a shapeless answer was accepted")
+        };
+        assert_eq!(e.status(), 500);
+        let (result, _) = limited(200, r#"{"job_id": 7}"#, Some(&ticket()));
+        assert_eq!(result.map(|_| ()).unwrap_err().status(), 500);
+        let (result, _) = limited(200, r#"{"job_id": 7, "rate_limit": "odd"}"#, Some(&t));
+        assert_eq!(result.map(|_| ()).unwrap_err().status(), 500);
     }
 
     #[test]
