@@ -13,6 +13,7 @@
 //! distinct (401 `missing_token`/`token_*`, 403 for the wrong kind of
 //! caller, 422 `validation_failed`).
 
+use std::cell::Cell;
 use std::future::Future;
 
 use edgeworks_auth::ratelimit::{env_var_name, Limit};
@@ -135,6 +136,27 @@ impl Route {
         }
     }
 
+    /// [`Route::limit`] for this request's function and environment, parsed
+    /// once per isolate: the shim hands every request the same environment,
+    /// so the parse is reused while its fingerprint is unchanged. Failures
+    /// are not cached.
+    pub fn limit_for(&self, ctx: &Ctx) -> Result<Option<Limit>, ApiError> {
+        // FNV-1a of the function's name: the key stays plain data, so the
+        // cache needs no destructor (and links none into every function).
+        let function = ctx.function().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let key = (ctx.env().fingerprint(), self.rate_limit, function);
+        if let Some((k, limit)) = PARSED_LIMIT.with(Cell::get) {
+            if k == key {
+                return Ok(limit);
+            }
+        }
+        let limit = self.limit(ctx.function(), ctx.env().lookup())?;
+        PARSED_LIMIT.with(|p| p.set(Some((key, limit))));
+        Ok(limit)
+    }
+
     /// The limit for `function`: the env override, else the declared default.
     pub fn limit(&self, function: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Limit>, ApiError> {
         let Some(spec) = self.rate_limit else {
@@ -147,6 +169,14 @@ impl Route {
             .map(Some)
             .map_err(misconfigured)
     }
+}
+
+/// The environment's fingerprint, the declared spec and the function (its
+/// name's hash) a limit was parsed for, and the limit.
+type ParsedLimit = ((u64, Option<&'static str>, u64), Option<Limit>);
+
+thread_local! {
+    static PARSED_LIMIT: Cell<Option<ParsedLimit>> = const { Cell::new(None) };
 }
 
 /// A function whose arguments are extractors.
@@ -224,7 +254,7 @@ where
     Verify<AUTHENTICATE>: Gate,
 {
     let caller = <Verify<AUTHENTICATE> as Gate>::caller(&ctx, &req, route.access).await?;
-    let limit = route.limit(ctx.function(), ctx.env().lookup())?;
+    let limit = route.limit_for(&ctx)?;
     let mut decision = None;
     let mut ticket = None;
     if let Some(limit) = limit {
@@ -264,6 +294,26 @@ mod tests {
         assert_eq!(route.limit("chat-submit", env).unwrap().unwrap().capacity, 5);
         let bad = |k: &str| (k == "RATE_LIMIT_CHAT_SUBMIT").then(|| "lots".to_string());
         assert_eq!(route.limit("chat-submit", bad).unwrap_err().code(), "misconfigured");
+    }
+
+    #[test]
+    fn the_limit_parsed_once_per_isolate_follows_a_changed_environment() {
+        let route = Route::new(&[Method::Post]).rate_limit("30/0.5");
+        let host = NativeHost::at(0);
+        let capacity = |env: &[(&str, &str)]| route.limit_for(&host.ctx(env, "f")).unwrap().unwrap().capacity;
+        assert_eq!(capacity(&[]), 30);
+        assert_eq!(capacity(&[]), 30, "from the cache");
+        assert_eq!(capacity(&[("RATE_LIMIT_F", "5/1")]), 5);
+        assert_eq!(capacity(&[]), 30);
+        let bad = host.ctx(&[("RATE_LIMIT_F", "lots")], "f");
+        assert_eq!(route.limit_for(&bad).unwrap_err().code(), "misconfigured");
+        assert_eq!(
+            route.limit_for(&bad).unwrap_err().code(),
+            "misconfigured",
+            "failures are not cached"
+        );
+        let unlimited = Route::new(&[Method::Post]);
+        assert_eq!(unlimited.limit_for(&host.ctx(&[], "f")).unwrap(), None);
     }
 
     #[test]
