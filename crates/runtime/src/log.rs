@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use edgeworks_core::error::push_json_str;
 use edgeworks_core::redact::Redactor;
 use edgeworks_core::time::{format_rfc3339_ms, push_rfc3339_ms};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::host::{Host, Level};
@@ -78,6 +79,23 @@ impl Logger {
         self.redactor.redact_owned(out)
     }
 
+    /// [`Logger::line`] with the fields serialised straight from a type (a
+    /// struct), no JSON tree in between. Its field names must not be the
+    /// line's own keys (`ts`, `level`, `fn`, `request_id`, `msg`): unlike a
+    /// map's, they are fixed in the code, so they are never checked here.
+    pub fn line_with<F: Serialize + ?Sized>(&self, level: Level, msg: &str, fields: &F) -> String {
+        let mut out = self.head(level, msg);
+        match serde_json::to_string(fields) {
+            // `{"a":1}`: its members follow the fixed keys, its brace closes the line.
+            Ok(members) if members.len() > 2 && members.starts_with('{') => {
+                out.push(',');
+                out.push_str(&members[1..]);
+            }
+            _ => out.push('}'),
+        }
+        self.redactor.redact_owned(out)
+    }
+
     /// The line of the request itself, written once per request.
     pub(crate) fn request(&self, method: &str, path: &str, status: u16, ms: u64) {
         let mut out = self.head(Level::Info, "request");
@@ -134,6 +152,11 @@ impl Logger {
     pub fn info(&self, msg: &str, fields: Value) {
         self.write(Level::Info, msg, fields);
     }
+    /// A normal event whose fields are a struct (see [`Logger::line_with`]).
+    pub fn info_with<F: Serialize + ?Sized>(&self, msg: &str, fields: &F) {
+        self.host
+            .write_log(Level::Info, &self.line_with(Level::Info, msg, fields));
+    }
     /// Something degraded but handled.
     pub fn warn(&self, msg: &str, fields: Value) {
         self.write(Level::Warn, msg, fields);
@@ -179,6 +202,41 @@ mod tests {
     fn logger(host: Rc<Recorder>) -> Logger {
         let redactor = Redactor::from_env([("API_KEY", "secret-value-123")]);
         Logger::new(host, "fn\"x", "req-1", redactor, false)
+    }
+
+    #[test]
+    fn a_line_with_struct_fields_is_the_line_of_the_same_map() {
+        #[derive(Serialize)]
+        struct Queued<'a> {
+            job_id: &'a str,
+            note: Option<&'a str>,
+            position: u32,
+        }
+        let host = Rc::new(Recorder::default());
+        let log = logger(host.clone());
+        let fields = Queued {
+            job_id: "j\"1",
+            note: None,
+            position: 3,
+        };
+        assert_eq!(
+            log.line_with(Level::Info, "queued", &fields),
+            log.line(
+                Level::Info,
+                "queued",
+                json!({"job_id": "j\"1", "position": 3, "note": null})
+            )
+        );
+        assert_eq!(
+            log.line_with(Level::Info, "m", &json!({})),
+            log.line(Level::Info, "m", json!({}))
+        );
+        let secret = Queued {
+            job_id: "secret-value-123",
+            note: None,
+            position: 1,
+        };
+        assert!(!log.line_with(Level::Info, "m", &secret).contains("secret-value-123"));
     }
 
     #[test]

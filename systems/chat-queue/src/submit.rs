@@ -100,9 +100,13 @@ pub async fn handle(
         done.active_workers,
         settings.prior_duration_ms,
     );
-    ctx.log().info(
+    ctx.log().info_with(
         "question queued",
-        json!({ "job_id": done.job_id, "session_id": done.session_id, "position": done.queue_position }),
+        &QueuedLog {
+            job_id: &done.job_id,
+            position: done.queue_position,
+            session_id: &done.session_id,
+        },
     );
     let answer = Response::json(
         200,
@@ -141,6 +145,14 @@ struct Queued<'a> {
     queue_position: u32,
     session_id: &'a str,
     status: &'static str,
+}
+
+/// The fields of the "question queued" log line.
+#[derive(Serialize)]
+struct QueuedLog<'a> {
+    job_id: &'a str,
+    position: u32,
+    session_id: &'a str,
 }
 
 #[derive(Debug, Clone, Deserialize)]
