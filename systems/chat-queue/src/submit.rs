@@ -43,11 +43,22 @@ impl FromEnv for ContentPolicy {
 /// The question, validated, cleaned and checked against the denylist.
 pub struct Question(pub SubmitRequest);
 
+/// The request body's schema for this deployment's settings, built once per
+/// isolate.
+pub struct QuestionSchema(pub Schema);
+
+impl FromEnv for QuestionSchema {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        let settings = Loaded::<Settings>::load(env)?;
+        Ok(QuestionSchema(schema(&settings)))
+    }
+}
+
 impl FromRequest for Question {
     async fn from_request(parts: &Parts) -> Result<Self, ApiError> {
-        let settings = Loaded::<Settings>::load(parts.ctx.env())?;
+        let schema = Loaded::<QuestionSchema>::load(parts.ctx.env())?;
         let policy = Loaded::<ContentPolicy>::load(parts.ctx.env())?;
-        prepare(&parts.req.body, &settings, &policy.0 .0).map(Question)
+        prepare_with(&parts.req.body, &schema.0 .0, &policy.0 .0).map(Question)
     }
 }
 
@@ -207,7 +218,12 @@ fn message_error(e: ApiError) -> ApiError {
 
 /// Validates, cleans and checks the message; returns the request to store.
 pub fn prepare(body: &[u8], settings: &Settings, denylist: &Denylist) -> Result<SubmitRequest, ApiError> {
-    let mut req: SubmitRequest = schema(settings).parse(body).map_err(message_error)?;
+    prepare_with(body, &schema(settings), denylist)
+}
+
+/// [`prepare`] against a schema built beforehand (by [`schema`]).
+pub fn prepare_with(body: &[u8], schema: &Schema, denylist: &Denylist) -> Result<SubmitRequest, ApiError> {
+    let mut req: SubmitRequest = schema.parse(body).map_err(message_error)?;
     let field_error = |field: &str, code: &str, message: &str| {
         ApiError::unprocessable(
             "request body failed validation",
