@@ -161,6 +161,32 @@ dbTest("several queues, and a worker other than the holder, chain like claim_job
   assert.deepEqual(last.queues, [q1]);
 });
 
+dbTest("a chained claim of several jobs of one queue comes back in claim order, each logged", async (sql) => {
+  const queue = queueName("chain_batch");
+  const first = await enqueue(sql, queue, "work", { priority: 9 });
+  const low = await enqueue(sql, queue, "work");
+  const high = await enqueue(sql, queue, "work", { priority: 5 });
+  const mid = await enqueue(sql, queue, "work", { priority: 2 });
+  const me = `${queue}-w`;
+  const [held] = await claim(sql, me, [queue]);
+  assert.equal(held.id, first.id);
+  const next = await chain(sql, held, me, [queue], { ok: true }, 3);
+  assert.deepEqual(next.map((j) => j.id), [high.id, mid.id, low.id]);
+  for (const job of next) {
+    assert.equal(job.status, "processing");
+    assert.equal(job.worker_id, me);
+    assert.deepEqual(await history(sql, job.id), [
+      "null->pending:postgres:null",
+      `pending->processing:worker:${me}`,
+    ]);
+  }
+  assert.deepEqual(await history(sql, first.id), [
+    "null->pending:postgres:null",
+    `pending->processing:worker:${me}`,
+    `processing->completed:worker:${me}`,
+  ]);
+});
+
 dbTest("6 chaining workers drain 3,000 jobs, each completed exactly once", async (sql) => {
   const queue = queueName("chain_drain");
   const JOBS = 3000;
