@@ -161,6 +161,22 @@ dbTest("several queues, and a worker other than the holder, chain like claim_job
   assert.deepEqual(last.queues, [q1]);
 });
 
+dbTest("a holder whose worker row is gone, or says another status, gets it back active", async (sql) => {
+  const queue = queueName("chain_row");
+  for (let i = 0; i < 3; i++) await enqueue(sql, queue, "work");
+  const me = `${queue}-w`;
+  const [held] = await claim(sql, me, [queue]);
+  await sql`delete from public.workers where id = ${me}`;
+  const [next] = await chain(sql, held, me, [queue]);
+  const [row] = await sql`select status, queues, jobs_done::int from public.workers where id = ${me}`;
+  // The completion had no row to count in; the claim recorded the worker again.
+  assert.deepEqual({ ...row }, { status: "active", queues: [queue], jobs_done: 0 });
+  await sql`update public.workers set status = 'idle' where id = ${me}`;
+  await chain(sql, next, me, [queue]);
+  const [again] = await sql`select status, jobs_done::int from public.workers where id = ${me}`;
+  assert.deepEqual({ ...again }, { status: "active", jobs_done: 1 });
+});
+
 dbTest("a chained claim of several jobs of one queue comes back in claim order, each logged", async (sql) => {
   const queue = queueName("chain_batch");
   const first = await enqueue(sql, queue, "work", { priority: 9 });
