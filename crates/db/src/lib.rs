@@ -138,6 +138,13 @@ impl<C: HttpClient> Db<C> {
     /// compatible server is not guaranteed to pass an explicit null through
     /// as SQL NULL (postrust-server passes an empty string).
     pub async fn rpc<T: DeserializeOwned>(&self, function: &str, args: &Value) -> Result<T, DbError> {
+        // Only the decoding depends on `T`: the call itself is one
+        // function, not one copy per answer type.
+        let (status, body) = self.rpc_send_value(function, args).await?;
+        decode(status, &body)
+    }
+
+    async fn rpc_send_value(&self, function: &str, args: &Value) -> Result<(u16, Vec<u8>), DbError> {
         let body = match args {
             Value::Object(map) => Value::Object(
                 map.iter()
@@ -147,7 +154,7 @@ impl<C: HttpClient> Db<C> {
             ),
             other => other.clone(),
         };
-        self.execute(self.rpc_builder(function, body.to_string())).await
+        self.send(self.rpc_builder(function, body.to_string())).await
     }
 
     /// [`Db::rpc`] with the arguments serialised straight from a type, no
