@@ -274,26 +274,38 @@ impl<T: FromEnv> Settings<T> {
     /// The settings for `env`, from the cache when it has them.
     pub fn load(env: &Env) -> Result<Settings<T>, ApiError> {
         let key = (TypeId::of::<T>(), env.fingerprint());
-        let hit = PARSED.with(|p| {
-            p.borrow()
-                .iter()
-                .find(|(t, f, _)| (*t, *f) == key)
-                .and_then(|(_, _, v)| v.clone().downcast::<T>().ok())
-        });
-        if let Some(v) = hit {
+        if let Some(v) = cached(key).and_then(|v| v.downcast::<T>().ok()) {
             return Ok(Settings(v));
         }
         let parsed = Rc::new(T::from_env(env)?);
-        PARSED.with(|p| {
-            let mut p = p.borrow_mut();
-            // Environments change only when an isolate is redeployed; keep a few.
-            if p.len() >= 32 {
-                p.remove(0);
-            }
-            p.push((key.0, key.1, parsed.clone()));
-        });
+        remember(key, parsed.clone());
         Ok(Settings(parsed))
     }
+}
+
+// The cache's work, shared by every settings type rather than repeated in
+// each one's `load` (a function links one `load` per type it reads).
+
+#[inline(never)]
+fn cached(key: (TypeId, u64)) -> Option<Rc<dyn Any>> {
+    PARSED.with(|p| {
+        p.borrow()
+            .iter()
+            .find(|(t, f, _)| (*t, *f) == key)
+            .map(|(_, _, v)| v.clone())
+    })
+}
+
+#[inline(never)]
+fn remember(key: (TypeId, u64), parsed: Rc<dyn Any>) {
+    PARSED.with(|p| {
+        let mut p = p.borrow_mut();
+        // Environments change only when an isolate is redeployed; keep a few.
+        if p.len() >= 32 {
+            p.remove(0);
+        }
+        p.push((key.0, key.1, parsed));
+    });
 }
 
 impl<T: FromEnv> FromRequest for Settings<T> {
