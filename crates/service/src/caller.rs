@@ -9,7 +9,9 @@ use std::sync::{Mutex, OnceLock};
 use edgeworks_auth::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, TokenPolicy, Verifier};
 use edgeworks_core::{ApiError, Clock, Request};
 use edgeworks_db::Db;
-use edgeworks_runtime::{Ctx, HostHttp};
+use edgeworks_runtime::{Ctx, Env, HostHttp};
+
+use crate::extract::{FromEnv, Settings};
 
 /// The verified caller of a request, with the token it presented.
 #[derive(Debug, Clone)]
@@ -136,23 +138,52 @@ pub fn presented_token(req: &Request) -> Option<String> {
 pub async fn authenticate(ctx: &Ctx, req: &Request) -> Result<Caller, ApiError> {
     let token = presented_token(req)
         .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <access token>"))?;
-    let env = ctx.env();
-    let verifier = Verifier::new(
-        env.first_of(&["SUPABASE_JWT_SECRET", "JWT_SECRET"])
-            .map(|s| s.as_bytes().to_vec()),
-    );
+    let setup = Settings::<TokenSetup>::load(ctx.env())?;
     let now_ms = ctx.clock().now_ms();
-    let claims = if let Some(static_jwks) = env.get("SUPABASE_JWKS") {
-        let jwks = Jwks::parse(static_jwks)
-            .map_err(|_| ApiError::new(500, "misconfigured", "SUPABASE_JWKS is not a valid JWKS document"))?;
-        verifier.verify(&token, Some(&jwks), now_ms.div_euclid(1000))?
+    let claims = if let Some(jwks) = &setup.static_jwks {
+        setup.verifier.verify(&token, Some(jwks), now_ms.div_euclid(1000))?
     } else {
-        let url = jwks_url(env.require("SUPABASE_URL")?);
-        verify_with_remote_jwks(&ctx.http(), &url, jwks_cache(), &verifier, &token, now_ms).await?
+        let url = match &setup.jwks_url {
+            Some(url) => url,
+            None => ctx.env().require("SUPABASE_URL")?,
+        };
+        verify_with_remote_jwks(&ctx.http(), url, jwks_cache(), &setup.verifier, &token, now_ms).await?
     };
-    let policy = TokenPolicy::from_lookup(env.lookup());
-    let principal = Principal::from_claims(&claims, &policy)?;
+    let principal = Principal::from_claims(&claims, &setup.policy)?;
     Ok(Caller { principal, token })
+}
+
+/// What verifying a token takes from the environment, derived once per
+/// isolate (the shim hands every request the same one): the HS256 secret,
+/// `SUPABASE_JWKS` parsed when set, the project's JWKS URL, and the
+/// audiences and issuers accepted.
+struct TokenSetup {
+    verifier: Verifier,
+    static_jwks: Option<Jwks>,
+    /// `None` without SUPABASE_URL (refused when a token needs it).
+    jwks_url: Option<String>,
+    policy: TokenPolicy,
+}
+
+impl FromEnv for TokenSetup {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        let static_jwks = match env.get("SUPABASE_JWKS") {
+            Some(doc) => Some(
+                Jwks::parse(doc)
+                    .map_err(|_| ApiError::new(500, "misconfigured", "SUPABASE_JWKS is not a valid JWKS document"))?,
+            ),
+            None => None,
+        };
+        Ok(TokenSetup {
+            verifier: Verifier::new(
+                env.first_of(&["SUPABASE_JWT_SECRET", "JWT_SECRET"])
+                    .map(|s| s.as_bytes().to_vec()),
+            ),
+            static_jwks,
+            jwks_url: env.get("SUPABASE_URL").map(jwks_url),
+            policy: TokenPolicy::from_lookup(env.lookup()),
+        })
+    }
 }
 
 #[cfg(test)]
