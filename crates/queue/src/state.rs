@@ -118,8 +118,9 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Illegal
     Ok(to)
 }
 
-/// Every (from, to) pair a job may take: exactly the list in the SQL trigger
-/// `record_job_transitions`. Creation (`enqueue_job`) always yields `Pending`.
+/// Every (from, to) pair a job may take: exactly the list in `private.record_job_change`,
+/// which the status trigger on `public.jobs` calls for changes made outside the queue
+/// functions. Creation (`enqueue_job`) always yields `Pending`.
 pub const LEGAL_TRANSITIONS: [(JobStatus, JobStatus); 9] = [
     (JobStatus::Pending, JobStatus::Processing),
     (JobStatus::Retrying, JobStatus::Processing),
