@@ -136,6 +136,22 @@ Deno.test("no API role can reach the private schema or run anything in it", asyn
   });
 });
 
+Deno.test("every function of the project's schemas fixes its search_path", async () => {
+  // Supabase's security advisor flags a function with a mutable search_path: a
+  // caller's path could then decide which table or operator a name means.
+  await withDb(async (sql) => {
+    const mutable = await sql`
+      select p.oid::regprocedure::text as f from pg_proc p
+       where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+         and p.prokind in ('f', 'p')
+         and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')
+         and not exists (select 1 from pg_depend d
+                          where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e')
+       order by 1`;
+    assertEquals(mutable.map((m) => m.f), [], "functions without a fixed search_path");
+  });
+});
+
 Deno.test("objects a later migration creates in public start with no rights for anon and authenticated", async () => {
   // What the default privileges give a new function, table and sequence, created
   // as the migration role would and rolled back.
