@@ -2,7 +2,7 @@
 // the TypeScript peer, with I/O stubbed: fetch answers PostgREST's replies from memory,
 // so what is measured is the function's own work per request, nothing on the wire.
 //
-//   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR]
+//   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR] [--paths fixed,chat-submit]
 //
 // Paths: `fixed` (PUT -> 405: what every request pays before any work), `preflight`
 // (OPTIONS, the CORS answer, also refused before any work), `health`
