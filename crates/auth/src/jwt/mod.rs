@@ -361,7 +361,12 @@ impl Verifier {
     /// Verifies signature, then `exp` / `nbf` / `iat`. `jwks` is needed for
     /// ES256 and RS256 tokens.
     pub fn verify(&self, token: &str, jwks: Option<&Jwks>, now_secs: i64) -> Result<Claims, JwtError> {
-        let t = split(token)?;
+        self.verify_split(split(token)?, jwks, now_secs)
+    }
+
+    /// [`Verifier::verify`] of a token already split (its header read once
+    /// by a caller that chose the keys by it).
+    fn verify_split(&self, t: SplitToken<'_>, jwks: Option<&Jwks>, now_secs: i64) -> Result<Claims, JwtError> {
         let payload = b64(t.payload_b64)?;
         let signature = b64(t.signature_b64)?;
         if signature.is_empty() {

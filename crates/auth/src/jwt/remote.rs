@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{peek_header, Alg, Claims, Jwks, JwtError, Verifier};
+use super::{split, Alg, Claims, Jwks, JwtError, Verifier};
 use edgeworks_core::http_client::HttpClient;
 use edgeworks_core::ApiError;
 use edgeworks_core::{Method, Request};
@@ -166,12 +166,12 @@ pub async fn verify_with_remote_jwks<C: HttpClient + ?Sized>(
     now_ms: i64,
 ) -> Result<Claims, AuthError> {
     let now_secs = now_ms.div_euclid(1000);
-    let header = peek_header(token)?;
-    if header.alg == Alg::Hs256 {
+    let split = split(token)?;
+    if split.header.alg == Alg::Hs256 {
         // Cached keys (if any) still let the verifier spot an HS256 token
         // that names a public key.
         let keys = lock(cache).keys();
-        return Ok(verifier.verify(token, keys.as_deref(), now_secs)?);
+        return Ok(verifier.verify_split(split, keys.as_deref(), now_secs)?);
     }
     let fetch_now = {
         let mut c = lock(cache);
