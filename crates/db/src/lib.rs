@@ -100,6 +100,16 @@ struct PgrstError {
 /// service-role key for system work).
 pub struct Db<C: HttpClient> {
     client: C,
+    endpoint: Endpoint,
+}
+
+/// Where a [`Db`] sends its requests and as whom: the URL checked and the
+/// keys in their headers' form. Built once, it can back many handles
+/// ([`Db::at`]) without being parsed again.
+#[derive(Clone)]
+pub struct Endpoint(Arc<EndpointParts>);
+
+struct EndpointParts {
     rest_url: String,
     /// `rest_url` checked and normalized, or why it was refused (reported
     /// by every request, never a panic).
@@ -108,27 +118,42 @@ pub struct Db<C: HttpClient> {
     authorization: Arc<str>,
 }
 
-impl<C: HttpClient> Db<C> {
-    /// `rest_url` is `{SUPABASE_URL}/rest/v1`; `apikey` is the project key
-    /// the gateway wants; `bearer` is the JWT whose role PostgREST assumes.
-    pub fn new(client: C, rest_url: &str, apikey: &str, bearer: &str) -> Self {
+impl Endpoint {
+    /// As [`Db::new`] takes them.
+    pub fn new(rest_url: &str, apikey: &str, bearer: &str) -> Endpoint {
         let rest_url = rest_url.trim_end_matches('/').to_string();
-        Db {
-            client,
+        Endpoint(Arc::new(EndpointParts {
             base: parse_base_url(&rest_url),
             rest_url,
             apikey: apikey.into(),
             authorization: format!("Bearer {bearer}").into(),
+        }))
+    }
+}
+
+impl<C: HttpClient> Db<C> {
+    /// `rest_url` is `{SUPABASE_URL}/rest/v1`; `apikey` is the project key
+    /// the gateway wants; `bearer` is the JWT whose role PostgREST assumes.
+    pub fn new(client: C, rest_url: &str, apikey: &str, bearer: &str) -> Self {
+        Db::at(client, &Endpoint::new(rest_url, apikey, bearer))
+    }
+
+    /// A handle on an endpoint built beforehand.
+    pub fn at(client: C, endpoint: &Endpoint) -> Self {
+        Db {
+            client,
+            endpoint: endpoint.clone(),
         }
     }
 
     pub fn rest_url(&self) -> &str {
-        &self.rest_url
+        &self.endpoint.0.rest_url
     }
 
     /// A query builder on a table or view (postgrest-rs syntax).
     pub fn from(&self, table: &str) -> Builder {
-        Builder::new(&self.base, &[table], self.apikey.clone(), self.authorization.clone())
+        let e = &self.endpoint.0;
+        Builder::new(&e.base, &[table], e.apikey.clone(), e.authorization.clone())
     }
 
     /// Calls a SQL function: `POST /rpc/<function>` with named JSON args.
@@ -181,13 +206,8 @@ impl<C: HttpClient> Db<C> {
 
     /// The request of an `/rpc` call with `body` (a JSON object) as it is.
     pub fn rpc_builder(&self, function: &str, body: String) -> Builder {
-        Builder::new(
-            &self.base,
-            &["rpc", function],
-            self.apikey.clone(),
-            self.authorization.clone(),
-        )
-        .rpc(body)
+        let e = &self.endpoint.0;
+        Builder::new(&e.base, &["rpc", function], e.apikey.clone(), e.authorization.clone()).rpc(body)
     }
 
     /// Sends a built query and decodes the JSON answer.

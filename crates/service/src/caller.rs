@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use edgeworks_auth::jwt::{jwks_url, verify_with_remote_jwks, Jwks, JwksCache, Principal, TokenPolicy, Verifier};
 use edgeworks_core::{ApiError, Clock, Request};
-use edgeworks_db::Db;
+use edgeworks_db::{Db, Endpoint};
 use edgeworks_runtime::{Ctx, Env, HostHttp};
 
 use crate::extract::{FromEnv, Settings};
@@ -74,8 +74,20 @@ fn rest_url(ctx: &Ctx) -> Result<String, ApiError> {
 
 /// PostgREST as the service role (system work: queues, limits, callbacks).
 pub fn service_db(ctx: &Ctx) -> Result<Db<HostHttp>, ApiError> {
-    let key = ctx.env().require("SUPABASE_SERVICE_ROLE_KEY")?;
-    Ok(Db::new(ctx.http(), &rest_url(ctx)?, key, key))
+    let endpoint = Settings::<ServiceEndpoint>::load(ctx.env())?;
+    Ok(Db::at(ctx.http(), &endpoint.0 .0))
+}
+
+/// The service role's PostgREST endpoint, built once per isolate (the shim
+/// hands every request the same environment).
+struct ServiceEndpoint(Endpoint);
+
+impl FromEnv for ServiceEndpoint {
+    fn from_env(env: &Env) -> Result<Self, ApiError> {
+        let key = env.require("SUPABASE_SERVICE_ROLE_KEY")?;
+        let url = env.require("SUPABASE_URL")?.trim_end_matches('/');
+        Ok(ServiceEndpoint(Endpoint::new(&format!("{url}/rest/v1"), key, key)))
+    }
 }
 
 fn jwks_cache() -> &'static Mutex<JwksCache> {
