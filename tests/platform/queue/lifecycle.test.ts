@@ -212,6 +212,46 @@ dbTest("the trigger rejects transitions outside the state machine, even from dir
   );
 });
 
+// 20261202000100: the rule "a processing job holds a lease, no other job does" moved
+// from a CHECK into the triggers; direct SQL is refused as before, same SQLSTATE.
+dbTest("a processing job holds a lease and no other does, even through direct SQL", async (sql) => {
+  const queue = queueName("lease_rule");
+  const waiting = await enqueue(sql, queue, "k");
+  // A waiting job given a lease, or set processing without one.
+  assert.equal(
+    await sqlstate(sql`update public.jobs set lease_token = gen_random_uuid(),
+                         lease_expires_at = now() + interval '1 minute' where id = ${waiting.id}`),
+    "23514",
+  );
+  assert.equal(
+    await sqlstate(sql`update public.jobs set status = 'processing' where id = ${waiting.id}`),
+    "23514",
+  );
+  // A running job losing half or all of its lease, without or with a status change.
+  const [held] = await claim(sql, "w", [queue]);
+  for (const change of [
+    sql`update public.jobs set lease_token = null where id = ${held.id}`,
+    sql`update public.jobs set lease_expires_at = null where id = ${held.id}`,
+    sql`update public.jobs set status = 'failed' where id = ${held.id}`,
+  ]) {
+    assert.equal(await sqlstate(change), "23514");
+  }
+  // A job created with a lease.
+  assert.equal(
+    await sqlstate(sql`insert into public.jobs (queue, kind, lease_token, lease_expires_at)
+                       values (${queue}, 'k', gen_random_uuid(), now())`),
+    "23514",
+  );
+  // Nothing of the refused statements stayed; the lease still completes the job.
+  const [after] = await sql`select status, lease_token from public.jobs where id = ${held.id}`;
+  assert.deepEqual([after.status, after.lease_token], ["processing", held.lease_token]);
+  assert.equal(held.id, waiting.id);
+  assert.equal((await sql`select 1 from public.jobs where queue = ${queue}`).length, 1);
+  await complete(sql, held);
+  const [{ status }] = await sql`select status from public.jobs where id = ${held.id}`;
+  assert.equal(status, "completed");
+});
+
 dbTest("a legal status change made by hand is logged with the SQL role as actor", async (sql) => {
   const queue = queueName("by_hand");
   const job = await enqueue(sql, queue, "k");
