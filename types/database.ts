@@ -913,58 +913,15 @@ export type Database = {
           },
         ];
       };
-      "job_events": {
-        Row: {
-          "actor": string;
-          "attempt": number;
-          "created_at": string;
-          "error": string | null;
-          "from_status": string | null;
-          "id": number;
-          "job_id": string;
-          "owner_id": string | null;
-          "queue": string;
-          "run_at": string | null;
-          "to_status": string;
-          "worker_id": string | null;
-        };
-        ComputedFields: never;
-        Insert: {
-          "actor": string;
-          "attempt": number;
-          "created_at"?: string;
-          "error"?: string | null;
-          "from_status"?: string | null;
-          "id"?: never;
-          "job_id": string;
-          "owner_id"?: string | null;
-          "queue": string;
-          "run_at"?: string | null;
-          "to_status": string;
-          "worker_id"?: string | null;
-        };
-        Update: {
-          "actor"?: string;
-          "attempt"?: number;
-          "created_at"?: string;
-          "error"?: string | null;
-          "from_status"?: string | null;
-          "id"?: never;
-          "job_id"?: string;
-          "owner_id"?: string | null;
-          "queue"?: string;
-          "run_at"?: string | null;
-          "to_status"?: string;
-          "worker_id"?: string | null;
-        };
-        Relationships: [];
-      };
       "jobs": {
         Row: {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -994,7 +951,10 @@ export type Database = {
           "attempts"?: number;
           "backoff_base_ms"?: number;
           "backoff_cap_ms"?: number;
+          "claim_event"?: number | null;
+          "claimed_from"?: string | null;
           "completed_at"?: string | null;
+          "completion_event"?: number | null;
           "created_at"?: string;
           "dedup_key"?: string | null;
           "fair_position"?: number;
@@ -1023,7 +983,10 @@ export type Database = {
           "attempts"?: number;
           "backoff_base_ms"?: number;
           "backoff_cap_ms"?: number;
+          "claim_event"?: number | null;
+          "claimed_from"?: string | null;
           "completed_at"?: string | null;
+          "completion_event"?: number | null;
           "created_at"?: string;
           "dedup_key"?: string | null;
           "fair_position"?: number;
@@ -2233,6 +2196,52 @@ export type Database = {
         };
         Relationships: [];
       };
+      "job_events": {
+        Row: {
+          "actor": string | null;
+          "attempt": number | null;
+          "created_at": string | null;
+          "error": string | null;
+          "from_status": string | null;
+          "id": number | null;
+          "job_id": string | null;
+          "owner_id": string | null;
+          "queue": string | null;
+          "run_at": string | null;
+          "to_status": string | null;
+          "worker_id": string | null;
+        };
+        ComputedFields: never;
+        Insert: {
+          "actor"?: string | null;
+          "attempt"?: number | null;
+          "created_at"?: string | null;
+          "error"?: string | null;
+          "from_status"?: string | null;
+          "id"?: number | null;
+          "job_id"?: string | null;
+          "owner_id"?: string | null;
+          "queue"?: string | null;
+          "run_at"?: string | null;
+          "to_status"?: string | null;
+          "worker_id"?: string | null;
+        };
+        Update: {
+          "actor"?: string | null;
+          "attempt"?: number | null;
+          "created_at"?: string | null;
+          "error"?: string | null;
+          "from_status"?: string | null;
+          "id"?: number | null;
+          "job_id"?: string | null;
+          "owner_id"?: string | null;
+          "queue"?: string | null;
+          "run_at"?: string | null;
+          "to_status"?: string | null;
+          "worker_id"?: string | null;
+        };
+        Relationships: [];
+      };
       "job_queue": {
         Row: {
           "attempts": number;
@@ -2439,7 +2448,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2546,7 +2558,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2590,7 +2605,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2629,7 +2647,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2676,7 +2697,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2735,7 +2759,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2773,7 +2800,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
@@ -2821,7 +2851,10 @@ export type Database = {
           "attempts": number;
           "backoff_base_ms": number;
           "backoff_cap_ms": number;
+          "claim_event": number | null;
+          "claimed_from": string | null;
           "completed_at": string | null;
+          "completion_event": number | null;
           "created_at": string;
           "dedup_key": string | null;
           "fair_position": number;
