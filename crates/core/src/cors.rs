@@ -32,17 +32,23 @@ impl CorsPolicy {
     /// The value for `Access-Control-Allow-Origin`, or None when the origin
     /// is not allowed (then no CORS headers are sent and the browser blocks).
     pub fn allow_origin(&self, request_origin: Option<&str>) -> Option<String> {
+        self.allowed_origin(request_origin).map(str::to_string)
+    }
+
+    /// [`CorsPolicy::allow_origin`] without the copy: `*`, or the request's
+    /// origin as it is allowed.
+    pub fn allowed_origin<'a>(&self, request_origin: Option<&'a str>) -> Option<&'a str> {
         match &self.origins {
-            None => Some("*".to_string()),
+            None => Some("*"),
             Some(list) => {
                 let o = request_origin?.trim_end_matches('/');
-                list.iter().any(|a| a == o).then(|| o.to_string())
+                list.iter().any(|a| a == o).then_some(o)
             }
         }
     }
 
     pub fn apply(&self, request_origin: Option<&str>, headers: &mut Headers) {
-        if let Some(origin) = self.allow_origin(request_origin) {
+        if let Some(origin) = self.allowed_origin(request_origin) {
             if origin != "*" {
                 headers.set("vary", "Origin");
             }

@@ -124,17 +124,7 @@ impl ApiError {
         // (every refused request renders one: no map, no serializer). Only
         // `details`, when there are any, goes through serde_json.
         let mut body = String::with_capacity(96 + self.code.len() + self.message.len() + request_id.len());
-        body.push_str(r#"{"success":false,"error":{"code":"#);
-        push_json_str(&mut body, &self.code);
-        body.push_str(r#","message":"#);
-        push_json_str(&mut body, &self.message);
-        if let Some(d) = &self.details {
-            body.push_str(r#","details":"#);
-            body.push_str(&d.to_string());
-        }
-        body.push_str(r#"},"request_id":"#);
-        push_json_str(&mut body, request_id);
-        body.push('}');
+        push_envelope(&mut body, &self.code, &self.message, self.details.as_ref(), request_id);
         let mut r = Response::new(self.status);
         r.headers.set("content-type", "application/json");
         r.body = body.into_bytes();
@@ -143,6 +133,22 @@ impl ApiError {
         }
         r
     }
+}
+
+/// The envelope of an error (the document [`ApiError::envelope`] builds),
+/// appended to `out`.
+pub fn push_envelope(out: &mut String, code: &str, message: &str, details: Option<&Value>, request_id: &str) {
+    out.push_str(r#"{"success":false,"error":{"code":"#);
+    push_json_str(out, code);
+    out.push_str(r#","message":"#);
+    push_json_str(out, message);
+    if let Some(d) = details {
+        out.push_str(r#","details":"#);
+        out.push_str(&d.to_string());
+    }
+    out.push_str(r#"},"request_id":"#);
+    push_json_str(out, request_id);
+    out.push('}');
 }
 
 /// `s` as a JSON string, escaped exactly as serde_json escapes it.

@@ -64,12 +64,24 @@ impl Headers {
 
     /// Replaces any existing value.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.set_value(name, value.into());
+    }
+
+    /// [`Headers::set`] once for every value type: its callers pass `&str`,
+    /// `String` and more, and the removal would otherwise be copied into the
+    /// wasm once per type.
+    fn set_value(&mut self, name: &str, value: String) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-        self.0.push((lower(name), value.into()));
+        self.0.push((lower(name), value));
     }
 
     pub fn append(&mut self, name: &str, value: impl Into<String>) {
-        self.0.push((lower(name), value.into()));
+        self.append_value(name, value.into());
+    }
+
+    /// [`Headers::append`] once for every value type (see `set_value`).
+    fn append_value(&mut self, name: &str, value: String) {
+        self.0.push((lower(name), value));
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -129,18 +141,7 @@ impl Request {
 
     /// The path part of the URL, without query or fragment.
     pub fn path(&self) -> &str {
-        let rest = match self.url.find("://") {
-            Some(i) => {
-                let after = &self.url[i + 3..];
-                match after.find('/') {
-                    Some(j) => &after[j..],
-                    None => "/",
-                }
-            }
-            None => self.url.as_str(),
-        };
-        let end = rest.find(['?', '#']).unwrap_or(rest.len());
-        &rest[..end]
+        path_of(&self.url)
     }
 
     /// Decoded query pairs, in order.
@@ -178,6 +179,22 @@ impl Request {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         parse_json(&self.body)
     }
+}
+
+/// The path part of `url`, without query or fragment ([`Request::path`]).
+pub fn path_of(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find('/') {
+                Some(j) => &after[j..],
+                None => "/",
+            }
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// JSON parsing with a client-facing error that says where it went wrong.
