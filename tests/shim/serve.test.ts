@@ -116,19 +116,18 @@ Deno.test("a refused request is answered without a promise from the wasm, in the
     request_id: "req-fixed-1",
   });
   // The export's own answer: the reply itself, not a promise of it.
-  const reply = glue.handle("PUT", url("/echo"), "", null, {});
-  assert(!(reply instanceof Promise) && Array.isArray(reply));
-  assertEquals(reply[0], 405);
-  const preflight = glue.handle(
-    "OPTIONS",
-    url("/echo"),
-    "origin\nhttp://a.example\n",
-    null,
-    {},
-  );
-  assert(Array.isArray(preflight));
-  assertEquals(preflight[0], 204);
-  assert(glue.handle("GET", url("/echo"), "", null, {}) instanceof Promise);
+  // A buffered reply with a text body (or none) is one string: status, the
+  // headers flat, a carriage return, the body.
+  const reply = glue.handle(`PUT\n${url("/echo")}\n`, null, {});
+  assert(typeof reply === "string");
+  const [head, envelope] = [reply.slice(0, reply.indexOf("\r")), reply.slice(reply.indexOf("\r") + 1)];
+  assert(head.startsWith("405\ncontent-type\napplication/json\nallow\n"), head);
+  assert(head.endsWith(`\nx-request-id\n${JSON.parse(envelope).request_id}\n`), head);
+  assertEquals(JSON.parse(envelope).error.code, "method_not_allowed");
+  const preflight = glue.handle(`OPTIONS\n${url("/echo")}\norigin\nhttp://a.example\n`, null, {});
+  assert(typeof preflight === "string" && preflight.startsWith("204\naccess-control-allow-origin\n*\n"), preflight);
+  assert(preflight.endsWith("\n\r"), preflight);
+  assert(glue.handle(`GET\n${url("/echo")}\n`, null, {}) instanceof Promise);
 });
 
 Deno.test("a trap in the synchronous stage answers 500 and resets the instance", async () => {

@@ -13,15 +13,24 @@ use edgeworks_core::ApiError;
 /// Shared, not copied: an isolate converts its environment once and every
 /// request's `Env` is a clone of that one (a reference count), with the log
 /// redactor derived from it built once too.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Env(Rc<Vars>);
 
-#[derive(Debug, Default)]
+impl Default for Env {
+    fn default() -> Self {
+        // The instantiation the shim's conversion uses (convert.rs): another
+        // pair type would link a second copy of `from_pairs`.
+        Env::from_pairs(Vec::<(String, String)>::new())
+    }
+}
+
+#[derive(Debug)]
 struct Vars {
     vars: BTreeMap<String, String>,
     fingerprint: u64,
     redactor: Rc<Redactor>,
     cors: CorsPolicy,
+    function: Rc<str>,
 }
 
 impl Env {
@@ -37,11 +46,16 @@ impl Env {
         }
         let redactor = Rc::new(Redactor::from_env(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
         let cors = CorsPolicy::from_env_value(vars.get("CORS_ALLOWED_ORIGINS").map(String::as_str));
+        let function = match vars.get("EDGEWORKS_FUNCTION").map(String::as_str) {
+            Some(name) if !name.is_empty() => name.into(),
+            _ => "function".into(),
+        };
         Env(Rc::new(Vars {
             vars,
             fingerprint: h,
             redactor,
             cors,
+            function,
         }))
     }
 
@@ -88,6 +102,12 @@ impl Env {
         &self.0.cors
     }
 
+    /// The function's name (`EDGEWORKS_FUNCTION`, `function` when unset),
+    /// shared with every request's logger rather than copied for each.
+    pub fn function(&self) -> Rc<str> {
+        self.0.function.clone()
+    }
+
     /// Every variable.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -96,5 +116,20 @@ impl Env {
     /// A lookup function for parsers that take one (`Settings::from_lookup`).
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         |k| self.get(k).map(str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_function_name_is_edgeworks_function_or_function() {
+        assert_eq!(&*Env::default().function(), "function");
+        assert_eq!(&*Env::from_pairs([("EDGEWORKS_FUNCTION", "")]).function(), "function");
+        assert_eq!(
+            &*Env::from_pairs([("EDGEWORKS_FUNCTION", "health")]).function(),
+            "health"
+        );
     }
 }

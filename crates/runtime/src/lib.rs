@@ -47,8 +47,9 @@ pub use wasm_bindgen;
 #[doc(hidden)]
 pub use wasm_bindgen_futures;
 
-/// Exports `handler` as the wasm function `handle(method, url, headers, body, env)`
-/// the shim calls, with no extractors: `handler` is
+/// Exports `handler` as the wasm function `handle(request, body, env)` the
+/// shim calls (`request` is `method\nurl\n` and the headers flat, one string
+/// into wasm memory rather than three), with no extractors: `handler` is
 /// `async fn(Request, Ctx) -> Result<impl Into<Reply>, ApiError>`.
 ///
 /// The export is synchronous: it returns the reply itself when the pipeline
@@ -69,13 +70,11 @@ macro_rules! export_raw {
         /// The entry point the shim calls: the reply, or a promise of it.
         #[$crate::wasm_bindgen::prelude::wasm_bindgen(wasm_bindgen = $crate::wasm_bindgen)]
         pub fn handle(
-            method: &str,
-            url: ::std::string::String,
-            headers: &str,
+            request: &str,
             body: ::std::option::Option<::std::vec::Vec<u8>>,
             env: &$crate::wasm_bindgen::JsValue,
         ) -> $crate::wasm_bindgen::JsValue {
-            $crate::serve::<{ $caps }, _, _, _>(method, url, headers, body, env, $options, $handler)
+            $crate::serve::<{ $caps }, _, _, _>(request, body, env, $options, $handler)
         }
     };
 }

@@ -14,17 +14,13 @@ export type Bytes = ReturnType<Uint8Array["slice"]>;
 export interface WasmGlue {
   initSync(module: { module: BufferSource | WebAssembly.Module }): unknown;
   /**
-   * The request's parts as arguments (no object to build and read back);
-   * the reply itself when Rust answers without waiting (a preflight, 405,
-   * 413), else a promise of it. See crates/runtime/src/serve.rs.
+   * The request as arguments (no object to build and read back): `request` is
+   * `method\nurl\n` followed by the headers flat (see WasmRequest), one string
+   * into wasm memory instead of three; the reply itself when Rust answers
+   * without waiting (a preflight, 405, 413), else a promise of it. See
+   * crates/runtime/src/serve.rs.
    */
-  handle(
-    method: string,
-    url: string,
-    headers: string,
-    body: Bytes | null,
-    env: Record<string, string>,
-  ): WasmReply | Promise<WasmReply>;
+  handle(request: string, body: Bytes | null, env: Record<string, string>): WasmReply | Promise<WasmReply>;
   __wbg_reset_state(): void;
 }
 
@@ -40,13 +36,18 @@ export interface WasmRequest {
 }
 
 /**
- * What the wasm answers, as one array (crates/runtime/src/convert.rs
- * `reply_to_js`): status, headers flat as in WasmRequest (or pairs when one
- * could not be flattened), the body (a small UTF-8 one with a content type as a
- * string; null when empty, streamed or upgraded), then a
- * stream or a socket handle when there is one.
+ * What the wasm answers (crates/runtime/src/convert.rs `reply_to_js`). A
+ * buffered reply whose body is empty or a small UTF-8 one with a content type
+ * is one string: `status\n`, the headers flat as in WasmRequest, `\r` (which no
+ * flat header holds), then the body. Anything else is one array: status,
+ * headers flat (or pairs when one could not be flattened), the body (bytes;
+ * null when streamed or upgraded), then a stream or a socket handle when
+ * there is one.
  */
-export type WasmReply = [
+export type WasmReply = string | WasmReplyParts;
+
+/** A reply in the array form (see WasmReply). */
+export type WasmReplyParts = [
   status: number,
   headers: string | [string, string][],
   body: Bytes | string | null,
@@ -122,15 +123,9 @@ export class WasmFunction {
     return this.#ready;
   }
 
-  /** One request, its parts as in WasmRequest: the reply, or a promise of it. */
-  handle(
-    method: string,
-    url: string,
-    headers: string,
-    body: Bytes | null,
-    env: Record<string, string>,
-  ): WasmReply | Promise<WasmReply> {
-    return this.#glue.handle(method, url, headers, body, env);
+  /** One request (`method\nurl\n` and the headers flat, see WasmGlue): the reply, or a promise of it. */
+  handle(request: string, body: Bytes | null, env: Record<string, string>): WasmReply | Promise<WasmReply> {
+    return this.#glue.handle(request, body, env);
   }
 
   /** Throws away the trapped instance's state and instantiates afresh. */

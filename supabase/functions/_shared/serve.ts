@@ -1,5 +1,5 @@
 // The one Deno.serve adapter shared by every function. It turns a Request into
-// the plain {method, url, headers, body} the wasm `handle` export takes and the
+// the plain method, URL, headers and body the wasm `handle` export takes and the
 // answer back into a Response. If the wasm traps (a Rust panic aborts), every
 // request in flight on that instance is answered with a 500 envelope and the
 // module is re-instantiated, so the next request succeeds.
@@ -485,12 +485,13 @@ export function createHandler(
 
   return async (req: Request): Promise<Response> => {
     let headerBytes = 0;
-    let headers = "";
+    // The method and URL, then the headers flat: one string into the wasm.
+    let request = `${req.method}\n${req.url}\n`;
     // forEach, not for-of: the same pairs without an iterator result per header
     // (a fifth of the adapter's own cost per request).
     req.headers.forEach((v, k) => {
       headerBytes += k.length + v.length + 4;
-      headers += `${k}\n${v}\n`;
+      request += `${k}\n${v}\n`;
     });
     if (headerBytes > MAX_HEADER_BYTES) {
       return envelope(
@@ -533,7 +534,7 @@ export function createHandler(
     try {
       // The reply itself when Rust answered without waiting (a preflight, a
       // refused method or body); a trap there throws right here.
-      const answer = fn.handle(req.method, req.url, headers, body, env);
+      const answer = fn.handle(request, body, env);
       let reply: WasmReply;
       if (answer instanceof Promise) {
         // One promise per request that the wasm's answer or a trap settles
@@ -545,6 +546,18 @@ export function createHandler(
         });
       } else {
         reply = answer;
+      }
+      if (typeof reply === "string") {
+        // `status\n`, the headers flat, `\r`, the body: a buffered reply whose
+        // body is text or empty (crates/runtime/src/convert.rs `reply_text`).
+        const lineEnd = reply.indexOf("\n");
+        const headersEnd = reply.indexOf("\r", lineEnd);
+        const status = Number(reply.slice(0, lineEnd));
+        const flat = reply.slice(lineEnd + 1, headersEnd);
+        if (headersEnd + 1 === reply.length || status === 204 || status === 304 || req.method === "HEAD") {
+          return bodiless(status, flat);
+        }
+        return new Response(reply.slice(headersEnd + 1), { status, headers: replyHeaders(flat) });
       }
       const status = reply[0];
       const socket = reply[4];
