@@ -3,6 +3,13 @@
 // so what is measured is the function's own work per request, nothing on the wire.
 //
 //   scripts/bench peer --inproc [--requests 20000] [--rounds 5] [--peers DIR] [--paths fixed,chat-submit]
+//                               [--against DIR] [--warm 500] [--thread]
+//
+// --against DIR also loads another build of the Rust side from DIR (a copy of
+// supabase/functions/{_shared,health,chat-submit} from another tree, built there) and
+// rotates it with this one and the peer in every round: before and after in one process.
+// --thread counts the main thread's CPU (nanoseconds, where JS and wasm run) instead of
+// the process's (10 ms ticks, every thread, GC and compilers included).
 //
 // Paths: `fixed` (PUT -> 405: what every request pays before any work), `preflight`
 // (OPTIONS, the CORS answer, also refused before any work), `health`
@@ -27,6 +34,9 @@ const opt = (name: string, dflt: string) => {
 const N = Number(opt("--requests", "20000"));
 const ROUNDS = Number(opt("--rounds", "5"));
 const PEERS = opt("--peers", new URL("../../../shared/peers/ts", import.meta.url).pathname);
+const AGAINST = opt("--against", "");
+const WARM = Number(opt("--warm", "500"));
+const THREAD = args.includes("--thread");
 
 // A stack-like environment: what scripts/serve hands a function, padded to ~50 names.
 const env: Record<string, string> = {
@@ -102,21 +112,37 @@ async function peer(name: string): Promise<Handler> {
   if (!handler) throw new Error(`the peer ${name} did not call Deno.serve`);
   return handler;
 }
-const rustFunction = (name: string, glue: WasmGlue, wasm: string): Handler =>
-  createHandler(glue, new URL(`../../supabase/functions/${name}/pkg/${wasm}`, import.meta.url), {
+const functions = new URL("../../supabase/functions/", import.meta.url);
+const rustFunction = (name: string, glue: WasmGlue, wasm: string, root = functions, create = createHandler): Handler =>
+  create(glue, new URL(`${name}/pkg/${wasm}`, root), {
     name,
     // fetch is stubbed above; the adapter's direct client for SUPABASE_URL
     // (http1.ts) would go to the wire, so this measures the fetch path.
     env: () => ({ ...env, EDGEWORKS_HTTP_CLIENT: "fetch" }),
   });
+// The other build, its adapter and glue as that tree has them.
+const against = AGAINST
+  ? await (async () => {
+    const root = new URL(`file://${Deno.realPathSync(AGAINST)}/supabase/functions/`);
+    const shared = await import(new URL("_shared/serve.ts", root).href);
+    const health = await import(new URL("health/pkg/health.js", root).href);
+    const chat = await import(new URL("chat-submit/pkg/chat_submit.js", root).href);
+    return {
+      health: rustFunction("health", health, "health_bg.wasm", root, shared.createHandler),
+      chatSubmit: rustFunction("chat-submit", chat, "chat_submit_bg.wasm", root, shared.createHandler),
+    };
+  })()
+  : null;
 const sides = {
   health: {
     ts: await peer("health-ts"),
     rust: rustFunction("health", healthGlue, "health_bg.wasm"),
+    before: against?.health,
   },
   chatSubmit: {
     ts: await peer("chat-submit-ts"),
     rust: rustFunction("chat-submit", chatSubmitGlue, "chat_submit_bg.wasm"),
+    before: against?.chatSubmit,
   },
 };
 // The stack's demo user, as scripts/serve mints it.
@@ -135,6 +161,7 @@ console.error = () => {};
 const out = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s + "\n"));
 
 function cpuMs(): number {
+  if (THREAD) return Number(Deno.readTextFileSync("/proc/thread-self/schedstat").split(" ")[0]) / 1e6;
   const s = Deno.readTextFileSync("/proc/self/stat");
   const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) * 10;
@@ -142,7 +169,8 @@ function cpuMs(): number {
 
 const headers = { "x-forwarded-for": "10.0.0.1", authorization: `Bearer ${env.SUPABASE_ANON_KEY}` };
 let asked = 0;
-const paths: Record<string, [{ ts: Handler; rust: Handler }, () => Request]> = {
+type Sides = { ts: Handler; rust: Handler; before?: Handler };
+const paths: Record<string, [Sides, () => Request]> = {
   fixed: [sides.health, () => new Request("http://127.0.0.1:8000/health", { method: "PUT", headers })],
   preflight: [
     sides.health,
@@ -175,34 +203,38 @@ async function round(handler: (req: Request) => Promise<Response>, make: () => R
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-out(`in-process, I/O stubbed; ${N} requests per round, median of ${ROUNDS} alternating rounds; CPU µs per request`);
+out(
+  `in-process, I/O stubbed; ${N} requests per round, median of ${ROUNDS} alternating rounds; ${
+    THREAD ? "main thread" : "process"
+  } CPU µs per request`,
+);
 const only = opt("--paths", "");
-for (const [name, [{ ts, rust }, make]] of Object.entries(paths)) {
+for (const [name, [{ ts, rust, before }, make]] of Object.entries(paths)) {
   if (only && !only.split(",").includes(name)) continue;
-  // Both sides must give the same answer, or the figures compare different work.
-  const [a, b] = [await rust(make()), await ts(make())];
-  if (a.status !== b.status) {
-    throw new Error(`${name}: rust answered ${a.status} ${await a.text()}, ts ${b.status} ${await b.text()}`);
+  const order: [string, Handler][] = [["rust", rust], ["ts", ts]];
+  if (before) order.unshift(["before", before]);
+  // Every side must give the same answer, or the figures compare different work.
+  const first = [];
+  for (const [, h] of order) first.push(await h(make()));
+  if (new Set(first.map((r) => r.status)).size !== 1) {
+    const answers = await Promise.all(first.map(async (r) => `${r.status} ${await r.text()}`));
+    throw new Error(`${name}: ${order.map(([k], i) => `${k} answered ${answers[i]}`).join(", ")}`);
   }
-  await a.arrayBuffer();
-  await b.arrayBuffer();
-  await round(rust, make, 500);
-  await round(ts, make, 500);
-  const r: number[] = [];
-  const t: number[] = [];
+  for (const r of first) await r.arrayBuffer();
+  for (const [, h] of order) await round(h, make, WARM);
+  const res: Record<string, number[]> = Object.fromEntries(order.map(([k]) => [k, []]));
   for (let i = 0; i < ROUNDS; i++) {
-    if (i % 2 === 0) {
-      r.push(await round(rust, make, N));
-      t.push(await round(ts, make, N));
-    } else {
-      t.push(await round(ts, make, N));
-      r.push(await round(rust, make, N));
+    // The sides take turns going first.
+    for (let j = 0; j < order.length; j++) {
+      const [k, h] = order[(i + j) % order.length];
+      res[k].push(await round(h, make, N));
     }
   }
+  const f = (k: string) => `${k} ${median(res[k]).toFixed(THREAD ? 1 : 0).padStart(5)} µs`;
   out(
-    `  ${name.padEnd(11)} rust ${median(r).toFixed(0).padStart(5)} µs   ts ${
-      median(t).toFixed(0).padStart(5)
-    } µs   rust/ts ${(median(r) / median(t)).toFixed(2)}`,
+    `  ${name.padEnd(11)} ${before ? `${f("before")}   ` : ""}${f("rust")}   ${f("ts")}   rust/ts ${
+      (median(res.rust) / median(res.ts)).toFixed(2)
+    }${before ? `   rust/before ${(median(res.rust) / median(res.before)).toFixed(2)}` : ""}`,
   );
 }
 Deno.exit(0);
