@@ -239,7 +239,7 @@ async function resetChat(stack: Stack): Promise<void> {
     stack,
     "delete from public.jobs where queue = 'chat'",
     "delete from public.chat_sessions",
-    "vacuum analyze public.jobs, public.job_events, public.chat_sessions",
+    "vacuum analyze public.jobs, job_history.job_events, public.chat_sessions",
   );
 }
 
