@@ -6,6 +6,7 @@
 // SUPABASE_SERVICE_ROLE_KEY and EDGEWORKS_JWT_SECRET (HS256, to mint user tokens).
 // Every test makes its own queue names, so files can share one database.
 
+import assert from "node:assert/strict";
 import postgres from "postgres"; // npm:postgres@3.4.9 via deno.json
 import { userAccessToken } from "../../../scripts/local/jwt.ts";
 
@@ -172,26 +173,47 @@ export async function expireLease(sql: Sql, id: string): Promise<void> {
 /**
  * The plans of every statement `work` runs, functions' inner statements included
  * (auto_explain; with client_min_messages = log they come back as notices), for
- * checking what a queue function reads. `work` runs in one transaction.
+ * checking what a queue function reads. `work` runs in one transaction, rolled back
+ * with `rollback` (for work that must not outlive the test); `setup` runs first in the
+ * same transaction, unlogged.
  */
-export async function nestedPlans(work: (tx: Sql) => Promise<unknown>): Promise<string[]> {
+export async function nestedPlans(
+  work: (tx: Sql) => Promise<unknown>,
+  options: { setup?: (tx: Sql) => Promise<unknown>; rollback?: boolean } = {},
+): Promise<string[]> {
   const plans: string[] = [];
   const own = postgres(DB_URL, {
     max: 1,
     onnotice: (n: { message?: string }) => plans.push(n.message ?? ""),
   });
+  const rollback = new Error("rollback");
   try {
     await own.begin(async (tx) => {
+      await options.setup?.(tx as unknown as Sql);
       await tx`load 'auto_explain'`;
       await tx`set local auto_explain.log_min_duration = 0`;
       await tx`set local auto_explain.log_nested_statements = on`;
       await tx`set local client_min_messages = log`;
       await work(tx as unknown as Sql);
+      if (options.rollback) throw rollback;
     });
+  } catch (e) {
+    if (e !== rollback) throw e;
   } finally {
     await own.end({ timeout: 5 });
   }
   return plans;
+}
+
+/** A table only the queue's security-definer functions reach: RLS on, no API role's rights. */
+export async function assertOutOfApiReach(sql: Sql, table: string): Promise<void> {
+  const [t] = await sql`
+    select c.relrowsecurity as rls,
+           has_table_privilege('anon', c.oid, 'select, insert, update, delete') as anon,
+           has_table_privilege('authenticated', c.oid, 'select, insert, update, delete') as authenticated,
+           has_table_privilege('service_role', c.oid, 'select, insert, update, delete') as service_role
+      from pg_class c where c.oid = ${table}::regclass`;
+  assert.deepEqual({ ...t }, { rls: true, anon: false, authenticated: false, service_role: false });
 }
 
 /** The SQLSTATE a call failed with (throws if it did not fail). */

@@ -8,68 +8,56 @@
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { claim, DB_URL, dbTest, enqueue, queueName } from "./_lib.ts";
+import { claim, dbTest, enqueue, type JobRow, nestedPlans, queueName, type Sql } from "./_lib.ts";
 
 dbTest("a job found by id and lease token is read through the primary key, not jobs_lease_idx", async (sql) => {
   const queue = queueName("lease_plans");
   for (let i = 0; i < 8; i++) await enqueue(sql, queue, "k");
 
-  const plans: string[] = [];
-  const own = postgres(DB_URL, {
-    max: 1,
-    onnotice: (n: { message?: string }) => plans.push(n.message ?? ""),
-  });
-  try {
-    await own.begin(async (tx) => {
-      // Statistics that say no job is processing, as on a quiet queue: the other tests'
-      // processing jobs are deleted in this transaction (rolled back below), then ANALYZE.
+  let jobs: JobRow[] = [];
+  const plans = await nestedPlans(async (tx) => {
+    const [a, b, c, d, e, f] = jobs;
+    // As the chained call plans (and as a session plans after five calls, when its
+    // plans are generic): sequential and bitmap scans off, one plan for any job.
+    await tx`set local plan_cache_mode = force_generic_plan`;
+    await tx`set local enable_seqscan = off`;
+    await tx`set local enable_bitmapscan = off`;
+    // Whether the call succeeds or not, its statements were planned and logged.
+    const attempt = async (run: (sp: Sql) => Promise<unknown>) => {
+      try {
+        await (tx as unknown as postgres.TransactionSql).savepoint((sp) => run(sp as unknown as Sql));
+      } catch { /* lease lost or no such job: the plan is what is looked at */ }
+    };
+    await attempt((sp) => sp`select public.report_progress(${a.id}::uuid, ${a.lease_token}::uuid, 10)`);
+    await attempt((sp) => sp`select public.extend_lease(${a.id}::uuid, ${a.lease_token}::uuid, 60)`);
+    await attempt((sp) => sp`select public.complete_job(${a.id}::uuid, ${a.lease_token}::uuid, '{}'::jsonb)`);
+    await attempt((sp) => sp`select public.fail_job(${b.id}::uuid, ${b.lease_token}::uuid, 'boom', false)`);
+    await attempt((sp) =>
+      sp`select * from public.complete_jobs(${sp.json([{ job: c.id, lease_token: c.lease_token }])})`
+    );
+    await attempt((sp) =>
+      sp`select * from public.complete_job_and_claim(${d.id}::uuid, ${d.lease_token}::uuid, null,
+                                                     'lease-plans', ${[queue]}::text[], null, 1, 60)`
+    );
+    await attempt((sp) => sp`select public.media_heartbeat(${e.id}::uuid, ${e.lease_token}::uuid, 30)`);
+    await attempt((sp) => sp`select public.media_release_job(${e.id}::uuid, ${e.lease_token}::uuid)`);
+    await attempt((sp) => sp`select private.pipeline_check_lease(${f.id}::uuid, ${f.lease_token}::uuid)`);
+    await attempt((sp) => sp`select public.chat_job_context(${f.id}::uuid, ${f.lease_token}::uuid)`);
+    const [waiting] = await tx`select id from public.jobs where queue = ${queue} and status = 'pending' limit 1`;
+    await attempt((sp) => sp`select * from public.claim_job(${waiting.id}::uuid, 'lease-plans', ${[queue]}::text[])`);
+  }, {
+    // Statistics that say no job is processing, as on a quiet queue: the other tests'
+    // processing jobs are deleted in this transaction (rolled back), then ANALYZE.
+    setup: async (tx) => {
       await tx`set local session_replication_role = replica`;
       await tx`delete from public.jobs where status = 'processing'`;
       await tx`set local session_replication_role = origin`;
       await tx`analyze public.jobs`;
-      const jobs = await claim(tx as never, "lease-plans", [queue], 6);
+      jobs = await claim(tx, "lease-plans", [queue], 6);
       assert.equal(jobs.length, 6);
-      const [a, b, c, d, e, f] = jobs;
-
-      // As the chained call plans (and as a session plans after five calls, when its
-      // plans are generic): sequential and bitmap scans off, one plan for any job.
-      await tx`set local plan_cache_mode = force_generic_plan`;
-      await tx`set local enable_seqscan = off`;
-      await tx`set local enable_bitmapscan = off`;
-      await tx`load 'auto_explain'`;
-      await tx`set local auto_explain.log_min_duration = 0`;
-      await tx`set local auto_explain.log_nested_statements = on`;
-      await tx`set local client_min_messages = log`;
-      // Whether the call succeeds or not, its statements were planned and logged.
-      const attempt = async (run: (sp: typeof tx) => Promise<unknown>) => {
-        try {
-          await tx.savepoint((sp) => run(sp as unknown as typeof tx));
-        } catch { /* lease lost or no such job: the plan is what is looked at */ }
-      };
-      await attempt((sp) => sp`select public.report_progress(${a.id}::uuid, ${a.lease_token}::uuid, 10)`);
-      await attempt((sp) => sp`select public.extend_lease(${a.id}::uuid, ${a.lease_token}::uuid, 60)`);
-      await attempt((sp) => sp`select public.complete_job(${a.id}::uuid, ${a.lease_token}::uuid, '{}'::jsonb)`);
-      await attempt((sp) => sp`select public.fail_job(${b.id}::uuid, ${b.lease_token}::uuid, 'boom', false)`);
-      await attempt((sp) =>
-        sp`select * from public.complete_jobs(${sp.json([{ job: c.id, lease_token: c.lease_token }])})`
-      );
-      await attempt((sp) =>
-        sp`select * from public.complete_job_and_claim(${d.id}::uuid, ${d.lease_token}::uuid, null,
-                                                       'lease-plans', ${[queue]}::text[], null, 1, 60)`
-      );
-      await attempt((sp) => sp`select public.media_heartbeat(${e.id}::uuid, ${e.lease_token}::uuid, 30)`);
-      await attempt((sp) => sp`select public.media_release_job(${e.id}::uuid, ${e.lease_token}::uuid)`);
-      await attempt((sp) => sp`select private.pipeline_check_lease(${f.id}::uuid, ${f.lease_token}::uuid)`);
-      await attempt((sp) => sp`select public.chat_job_context(${f.id}::uuid, ${f.lease_token}::uuid)`);
-      const [waiting] = await tx`select id from public.jobs where queue = ${queue} and status = 'pending' limit 1`;
-      await attempt((sp) => sp`select * from public.claim_job(${waiting.id}::uuid, 'lease-plans', ${[queue]}::text[])`);
-      throw new Error("rollback");
-    });
-  } catch (e) {
-    if (!(e instanceof Error && e.message === "rollback")) throw e;
-  } finally {
-    await own.end({ timeout: 5 });
-  }
+    },
+    rollback: true,
+  });
 
   // The statements that take one job by id: p_job, or complete_jobs' ids.
   const byId = plans.filter((p) => /\bid = p_job\b|j\.id = any\(v_ids\) and j\.id = i\.id/.test(p));
