@@ -66,7 +66,8 @@ Deno.test("hammering health from one address: 429 with Retry-After and X-RateLim
   const maxRequests = 600;
   let sent = 0;
   let ok = 0;
-  const other: number[] = [];
+  // Anything else, with the start of its body (a gateway 502 names its cause).
+  const other: string[] = [];
   const refusals: LoopbackAnswer[] = [];
   const okHeaders: Headers[] = [];
   const started = performance.now();
@@ -81,7 +82,7 @@ Deno.test("hammering health from one address: 429 with Retry-After and X-RateLim
       } else if (r.status === 429) {
         refusals.push(r);
       } else {
-        other.push(r.status);
+        other.push(`${r.status} ${r.text.slice(0, 200)}`);
       }
     }
   }));
@@ -117,7 +118,8 @@ Deno.test("forging X-Forwarded-For does not escape the per-address limit: 200 re
   const total = 200;
   let ok = 0;
   let refused = 0;
-  const other: number[] = [];
+  // Anything else, with the start of its body (a gateway 502 names its cause).
+  const other: string[] = [];
   const started = performance.now();
   // Sequential in 8 lanes, each request claiming a new address of its own.
   let next = 0;
@@ -129,7 +131,7 @@ Deno.test("forging X-Forwarded-For does not escape the per-address limit: 200 re
       });
       if (r.status === 200) ok++;
       else if (r.status === 429) refused++;
-      else other.push(r.status);
+      else other.push(`${r.status} ${r.text.slice(0, 200)}`);
     }
   }));
   const elapsedSec = (performance.now() - started) / 1000;
