@@ -47,24 +47,33 @@ impl CorsPolicy {
         }
     }
 
-    pub fn apply(&self, request_origin: Option<&str>, headers: &mut Headers) {
+    /// The CORS headers of a reply to a request from `request_origin`, in the
+    /// order they are sent, each handed to `put`; with `preflight`, the
+    /// preflight's too. The one place their names, values and order are kept:
+    /// [`CorsPolicy::apply`], [`CorsPolicy::preflight`] and the pipeline's
+    /// refusals (crates/runtime) all write them from here.
+    pub fn each_header(&self, request_origin: Option<&str>, preflight: bool, mut put: impl FnMut(&'static str, &str)) {
         if let Some(origin) = self.allowed_origin(request_origin) {
             if origin != "*" {
-                headers.set("vary", "Origin");
+                put("vary", "Origin");
             }
-            headers.set("access-control-allow-origin", origin);
-            headers.set("access-control-expose-headers", EXPOSED_HEADERS);
+            put("access-control-allow-origin", origin);
+            put("access-control-expose-headers", EXPOSED_HEADERS);
+            if preflight {
+                put("access-control-allow-headers", ALLOWED_HEADERS);
+                put("access-control-allow-methods", ALLOWED_METHODS);
+                put("access-control-max-age", "86400");
+            }
         }
+    }
+
+    pub fn apply(&self, request_origin: Option<&str>, headers: &mut Headers) {
+        self.each_header(request_origin, false, |name, value| headers.set(name, value));
     }
 
     pub fn preflight(&self, request_origin: Option<&str>) -> Response {
         let mut r = Response::new(204);
-        self.apply(request_origin, &mut r.headers);
-        if r.headers.get("access-control-allow-origin").is_some() {
-            r.headers.set("access-control-allow-headers", ALLOWED_HEADERS);
-            r.headers.set("access-control-allow-methods", ALLOWED_METHODS);
-            r.headers.set("access-control-max-age", "86400");
-        }
+        self.each_header(request_origin, true, |name, value| r.headers.set(name, value));
         r
     }
 }

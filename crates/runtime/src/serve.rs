@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use edgeworks_core::cors::{self, CorsPolicy};
+use edgeworks_core::cors::CorsPolicy;
 use edgeworks_core::error::push_envelope;
 use edgeworks_core::http::{path_of, Headers};
 use edgeworks_core::ids::uuid_v4;
@@ -182,27 +182,11 @@ fn refusal_text(cors: &CorsPolicy, origin: Option<&str>, request_id: &str, refus
         out.push_str(value);
         out.push('\n');
     };
-    let allowed = cors.allowed_origin(origin);
-    // CorsPolicy::apply's headers, in its order.
-    let cors_headers = |out: &mut String| {
-        if let Some(o) = allowed {
-            if o != "*" {
-                pair(out, "vary", "Origin");
-            }
-            pair(out, "access-control-allow-origin", o);
-            pair(out, "access-control-expose-headers", cors::EXPOSED_HEADERS);
-        }
-    };
     let mut out = String::with_capacity(640);
     let status = match refusal {
         Refusal::Preflight => {
             out.push_str("204\n");
-            cors_headers(&mut out);
-            if allowed.is_some() {
-                pair(&mut out, "access-control-allow-headers", cors::ALLOWED_HEADERS);
-                pair(&mut out, "access-control-allow-methods", cors::ALLOWED_METHODS);
-                pair(&mut out, "access-control-max-age", "86400");
-            }
+            cors.each_header(origin, true, |name, value| pair(&mut out, name, value));
             pair(&mut out, "x-request-id", request_id);
             out.push('\r');
             204
@@ -212,7 +196,7 @@ fn refusal_text(cors: &CorsPolicy, origin: Option<&str>, request_id: &str, refus
             out.push_str("405\n");
             pair(&mut out, "content-type", "application/json");
             pair(&mut out, "allow", &allow);
-            cors_headers(&mut out);
+            cors.each_header(origin, false, |name, value| pair(&mut out, name, value));
             pair(&mut out, "x-request-id", request_id);
             out.push('\r');
             push_envelope(
