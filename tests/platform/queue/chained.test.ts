@@ -107,6 +107,7 @@ dbTest("bad claim arguments are refused before the completion", async (sql) => {
       [1001, [queue], "careful"],
       [1, [] as string[], "careful"],
       [1, [queue], ""],
+      [1, [queue], "w".repeat(201)],
     ] as const
   ) {
     assert.equal(await sqlstate(chain(sql, held, worker, [...queues], { ok: true }, batch)), "22023");
@@ -115,6 +116,20 @@ dbTest("bad claim arguments are refused before the completion", async (sql) => {
     await sqlstate(sql`select * from public.complete_job_and_claim(null, null, null, 'careful', array[${queue}])`),
     "22023",
   );
+  // A NULL batch or lease length, and lease lengths out of range.
+  for (const [batch, seconds] of [[null, 60], [1, null], [1, 0], [1, 86401]]) {
+    assert.equal(
+      await sqlstate(sql`
+        select * from public.complete_job_and_claim(${held.id}::uuid, ${held.lease_token}::uuid, null,
+          'careful', array[${queue}], null, ${batch}::int, ${seconds}::int)`),
+      "22023",
+      `batch ${batch}, lease seconds ${seconds}`,
+    );
+  }
+  // A bad worker name wins over a lost lease, as it did when it was checked first.
+  const stale = { id: held.id, lease_token: crypto.randomUUID() };
+  assert.equal(await sqlstate(chain(sql, stale, "", [queue])), "22023");
+  assert.equal(await sqlstate(chain(sql, stale, "careful", [queue])), "EQ409");
   const row = await jobById(sql, a.id);
   assert.equal(row.status, "processing");
   assert.equal(row.lease_token, held.lease_token);
