@@ -188,14 +188,56 @@ function postgrestError(status: number, code: string, message: string): Response
 /** Headers through which a client could claim another address; replaced by the socket peer's. */
 const CLIENT_ADDRESS_HEADERS = ["x-forwarded-for", "x-real-ip", "forwarded"];
 
-/** Sends the request on to `target` with the gateway's forwarding headers; throws on a network error. */
+/**
+ * Hop-by-hop request headers (RFC 9110 §7.6.1): they speak of the client's
+ * connection to the gateway, not of the gateway's to the upstream, so they are
+ * not passed on, nor are the headers `Connection` names. A client's
+ * `Connection: close` above all (node:http sends one without an agent):
+ * passed on, the upstream (Deno 2.1's server) closed each connection after
+ * one answer, without saying so in it, while the gateway's fetch (Deno 2.9)
+ * pooled the connection all the same; a request that took one from the pool
+ * before its close was seen was written to a closing connection, and
+ * fetch's own retry did not always save it: now and then a 502 "connection
+ * closed before message completed" for a request no upstream saw.
+ * Content-Length stays: it frames the body the gateway streams on.
+ */
+const HOP_BY_HOP_HEADERS = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+
+function dropHopByHop(headers: Headers): void {
+  const named = (headers.get("connection") ?? "").split(",").map((h) => h.trim().toLowerCase());
+  for (const h of [...HOP_BY_HOP_HEADERS, ...named]) {
+    if (h !== "" && h !== "content-length") headers.delete(h);
+  }
+}
+
+/**
+ * Sends the request on to `target` with the gateway's forwarding headers;
+ * throws on a network error. `upgrade` keeps the client's Upgrade (the
+ * WebSocket relay asks a function that refused the upgrade again over HTTP,
+ * as the same upgrade request, so it answers with its own refusal).
+ */
 async function forward(
   req: Request,
   target: string,
   info: Deno.ServeHandlerInfo,
   signal?: AbortSignal,
+  upgrade = false,
 ): Promise<Response> {
   const headers = new Headers(req.headers);
+  dropHopByHop(headers);
+  const upgradeTo = req.headers.get("upgrade");
+  if (upgrade && upgradeTo) {
+    headers.set("connection", "upgrade");
+    headers.set("upgrade", upgradeTo);
+  }
   // The one address the gateway can vouch for is its socket peer; whatever the
   // client wrote in these headers is dropped, so it cannot pick its rate-limit bucket.
   for (const h of CLIENT_ADDRESS_HEADERS) headers.delete(h);
@@ -209,6 +251,9 @@ async function forward(
   // back the inflated body under a `content-encoding: gzip` header. The
   // gateway's own server compresses for the client.
   headers.set("accept-encoding", "identity");
+  // A kept-alive connection that closes under a request before any answer is
+  // fetch's to retry: Deno's sends the request again, once, when it can replay
+  // the body (pinned by tests/platform/core/gateway_upstream.test.ts).
   const resp = await fetch(target, {
     method: req.method,
     headers,
@@ -265,7 +310,7 @@ async function relayWebSocket(req: Request, target: string, info: Deno.ServeHand
     upstream.onclose = () => resolve(false);
   });
   if (!opened) {
-    const refusal = await forward(req, target, info);
+    const refusal = await forward(req, target, info, undefined, true);
     if (refusal.status === 101) {
       await refusal.body?.cancel();
       return envelope(502, "upstream_unavailable", "the function accepted the upgrade only on the second try");
