@@ -266,11 +266,27 @@ async function forward(
   return new Response(resp.body, { status: resp.status, headers: resp.headers });
 }
 
+/**
+ * What a failed fetch says went wrong, innermost cause last ("fetch failed:
+ * ... connection closed before message completed"), without the URL's query
+ * (it may carry an API key or a token) or a request body.
+ */
+function failureCause(e: unknown): string {
+  const parts: string[] = [];
+  for (let cur: unknown = e, depth = 0; cur instanceof Error && depth < 5; cur = cur.cause, depth++) {
+    parts.push(cur.message);
+  }
+  if (parts.length === 0) parts.push(String(e));
+  return parts.join(": ").replace(/(\bhttps?:\/\/[^\s?#)]*)[?#][^\s)]*/g, "$1");
+}
+
 function upstreamFailed(e: unknown): Response {
   if (clientBodyFailed(e)) {
     return envelope(400, "body_incomplete", "the request body ended before its Content-Length (or was cut off)");
   }
-  return envelope(502, "upstream_unavailable", `upstream did not answer: ${(e as Error).message}`);
+  const cause = failureCause(e);
+  console.error(JSON.stringify({ level: "error", msg: "upstream did not answer", cause }));
+  return envelope(502, "upstream_unavailable", `upstream did not answer: ${cause}`);
 }
 
 async function proxy(req: Request, target: string, info: Deno.ServeHandlerInfo): Promise<Response> {

@@ -6,7 +6,8 @@
 // request arrives on it. Clients speak over raw sockets with
 // `Connection: close`, as node:http's agent-less requests do (the rate-limit
 // tests' loopback client). Needs no stack: no functions, no database.
-import { assert, assertEquals } from "../../support/assert.ts";
+import { assert, assertEquals, assertExcludes, assertIncludes, assertMatch } from "../../support/assert.ts";
+import { assertEnvelope } from "../../support/stack.ts";
 
 const GATEWAY = new URL("../../../scripts/local/gateway.ts", import.meta.url).pathname;
 const latin1 = new TextDecoder("latin1");
@@ -265,4 +266,27 @@ Deno.test("a GET written on a kept-alive upstream connection that closes under i
     upstream.seen.map((s) => [s.conn, s.nth, s.answered]),
     [[1, 0, true], [1, 1, false], [2, 0, true], [2, 1, false], [3, 0, true]],
   );
+});
+
+Deno.test("an upstream that is down is a 502 upstream_unavailable naming the cause, without the URL's query", async () => {
+  // A port nothing listens on.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const downPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const key = "do-not-echo-this-key";
+  let answer: Answer | null = null;
+  const logs = await withGateway(`http://127.0.0.1:${downPort}`, async (port) => {
+    answer = await request(port, `POST /rest/v1/rpc/take?apikey=${key} HTTP/1.1`, [
+      "connection: close",
+      "content-type: application/json",
+    ], '{"n":1}');
+  });
+  assertEquals(answer!.status, 502, answer!.body);
+  const envelope = JSON.parse(answer!.body);
+  assertEnvelope(envelope, "upstream_unavailable");
+  assertMatch(envelope.error.message, /^upstream did not answer: .*Connection refused/);
+  assertIncludes(envelope.error.message, `/rpc/take`);
+  assertExcludes(answer!.body, key, "the query's API key");
+  assertIncludes(logs, "upstream did not answer");
+  assertExcludes(logs, key, "the query's API key");
 });
