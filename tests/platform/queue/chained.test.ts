@@ -285,3 +285,21 @@ dbTest("the claim reaches its rows through the primary key, never a join or a sc
     }
   }
 });
+
+dbTest("the chained claim updates the row it locked by its address, not through an index", async (sql) => {
+  const queue = queueName("chain_tid");
+  for (let i = 0; i < 5; i++) await enqueue(sql, queue, "work");
+  const me = `${queue}-w`;
+  const plans = await nestedPlans(async (tx) => {
+    let [held] = await claim(tx, me, [queue]);
+    for (let i = 0; i < 3; i++) {
+      [held] = await chain(tx, held, me, [queue]);
+      assert.equal(held.status, "processing");
+    }
+  }, { rollback: true });
+  const updates = plans.filter((p) => /where j\.ctid = v_tid/.test(p));
+  assert.equal(updates.length, 3, `expected three claim updates, got:\n${plans.join("\n---\n")}`);
+  for (const p of updates) {
+    assert.match(p, /Update on jobs j[^\n]*\n\s+->\s+Tid Scan on jobs j[^\n]*\n\s+TID Cond: \(ctid = /, p);
+  }
+});
