@@ -45,9 +45,11 @@ function lines(events: Event[]): string[] {
 }
 
 async function sqlHistory(sql: Sql, id: string): Promise<Event[]> {
-  return [...await sql<Event[]>`
+  return [
+    ...await sql<Event[]>`
     select id::text, from_status, to_status, attempt, actor, worker_id, error
-      from public.job_events where job_id = ${id} order by id`];
+      from public.job_events where job_id = ${id} order by id`,
+  ];
 }
 
 /** The history as SQL, the owner (REST) and the service role (REST) read it: all equal. */
@@ -67,7 +69,12 @@ async function historyEverywhere(sql: Sql, id: string, owner: string): Promise<s
   return lines(viaSql);
 }
 
-async function chainComplete(sql: Sql, held: { id: string; lease_token: string | null }, worker: string, queue: string) {
+async function chainComplete(
+  sql: Sql,
+  held: { id: string; lease_token: string | null },
+  worker: string,
+  queue: string,
+) {
   return await sql`
     select id from public.complete_job_and_claim(${held.id}::uuid, ${held.lease_token}::uuid, '{}'::jsonb,
                                                  ${worker}, array[${queue}]::text[], null, 1, 60)`;

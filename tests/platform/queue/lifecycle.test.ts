@@ -229,11 +229,13 @@ dbTest("a processing job holds a lease and no other does, even through direct SQ
   );
   // A running job losing half or all of its lease, without or with a status change.
   const [held] = await claim(sql, "w", [queue]);
-  for (const change of [
-    sql`update public.jobs set lease_token = null where id = ${held.id}`,
-    sql`update public.jobs set lease_expires_at = null where id = ${held.id}`,
-    sql`update public.jobs set status = 'failed' where id = ${held.id}`,
-  ]) {
+  for (
+    const change of [
+      sql`update public.jobs set lease_token = null where id = ${held.id}`,
+      sql`update public.jobs set lease_expires_at = null where id = ${held.id}`,
+      sql`update public.jobs set status = 'failed' where id = ${held.id}`,
+    ]
+  ) {
     assert.equal(await sqlstate(change), "23514");
   }
   // A job created with a lease.
@@ -262,25 +264,28 @@ dbTest("a legal status change made by hand is logged with the SQL role as actor"
   assert.deepEqual({ ...ev }, { from_status: "pending", to_status: "cancelled", actor: "sql:postgres" });
 });
 
-dbTest("a history is one row per transition whoever made it; an update that keeps the status logs nothing", async (sql) => {
-  const queue = queueName("history");
-  const job = await enqueue(sql, queue, "k");
-  // Not a transition: neither refused (pending -> pending is not in the state machine)
-  // nor logged.
-  await sql`update public.jobs set status = status, priority = 1 where id = ${job.id}`;
-  const [held] = await claim(sql, "w", [queue]);
-  await sql`update public.jobs set status = 'cancelled', lease_token = null, lease_expires_at = null,
+dbTest(
+  "a history is one row per transition whoever made it; an update that keeps the status logs nothing",
+  async (sql) => {
+    const queue = queueName("history");
+    const job = await enqueue(sql, queue, "k");
+    // Not a transition: neither refused (pending -> pending is not in the state machine)
+    // nor logged.
+    await sql`update public.jobs set status = status, priority = 1 where id = ${job.id}`;
+    const [held] = await claim(sql, "w", [queue]);
+    await sql`update public.jobs set status = 'cancelled', lease_token = null, lease_expires_at = null,
                    completed_at = now() where id = ${held.id}`;
-  await sql`update public.jobs set status = 'cancelled' where id = ${held.id}`;
-  const events = await sql`
+    await sql`update public.jobs set status = 'cancelled' where id = ${held.id}`;
+    const events = await sql`
     select from_status, to_status, actor, attempt from public.job_events
      where job_id = ${job.id} order by id`;
-  assert.deepEqual(events.map((e) => `${e.from_status}->${e.to_status}:${e.actor}:${e.attempt}`), [
-    "null->pending:postgres:0",
-    "pending->processing:worker:1",
-    "processing->cancelled:sql:postgres:1",
-  ]);
-});
+    assert.deepEqual(events.map((e) => `${e.from_status}->${e.to_status}:${e.actor}:${e.attempt}`), [
+      "null->pending:postgres:0",
+      "pending->processing:worker:1",
+      "processing->cancelled:sql:postgres:1",
+    ]);
+  },
+);
 
 dbTest("after a queue function returns, hand-made changes in the same transaction are still logged", async (sql) => {
   const queue = queueName("same_tx");
