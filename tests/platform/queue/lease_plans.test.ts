@@ -60,7 +60,7 @@ dbTest("a job found by id and lease token is read through the primary key, not j
   });
 
   // The statements that take one job by id: p_job, or complete_jobs' ids.
-  const byId = plans.filter((p) => /\bid = p_job\b|j\.id = any\(v_ids\) and j\.id = i\.id/.test(p));
+  const byId = plans.filter((p) => /\bid = p_job\b|j\.id = i\.id and j\.lease_token = i\.token/.test(p));
   const functions = [
     "report_progress",
     "extend_lease",
@@ -79,4 +79,31 @@ dbTest("a job found by id and lease token is read through the primary key, not j
   assert.deepEqual(onLease, [], `statements by id that read jobs_lease_idx:\n${onLease.join("\n---\n")}`);
   const lease = byId.filter((p) => /lease_token = (p_lease_token|i\.token)|lease_token is not null/.test(p));
   for (const p of lease) assert.match(p, /jobs_pkey/, p);
+});
+
+// 20261202003600: complete_jobs joined its items to jobs by a filter over every (row, item)
+// pair, after reading the rows by `id = any(ids)` (a bitmap scan here, a sequential scan
+// when its generic plan was made while jobs was small).
+dbTest("complete_jobs reaches each item's job by one primary-key probe", async (sql) => {
+  const queue = queueName("complete_jobs_plan");
+  for (let i = 0; i < 6; i++) await enqueue(sql, queue, "k");
+  let completed: boolean[] = [];
+  const plans = await nestedPlans(async (tx) => {
+    const held = await claim(tx, "batch-plans", [queue], 6);
+    assert.equal(held.length, 6);
+    for (const part of [held.slice(0, 3), held.slice(3)]) {
+      const rows = await tx<{ completed: boolean }[]>`
+        select completed from public.complete_jobs(${
+        tx.json(part.map((j) => ({ job: j.id, lease_token: j.lease_token })) as never)
+      })`;
+      completed = completed.concat(rows.map((r) => r.completed));
+    }
+  }, { rollback: true });
+  assert.deepEqual(completed, [true, true, true, true, true, true]);
+  const updates = plans.filter((p) => /with done as \(\s*update public\.jobs j/.test(p));
+  assert.equal(updates.length, 2, `expected two completion plans, got:\n${plans.join("\n---\n")}`);
+  for (const p of updates) {
+    assert.match(p, /Index Scan using jobs_pkey on jobs j[^\n]*\n\s+Index Cond: \(id = i\.id\)/, p);
+    assert.doesNotMatch(p, /Seq Scan on jobs|Bitmap Heap Scan on jobs|Join Filter: \(\(j\.id/, p);
+  }
 });
